@@ -1,0 +1,334 @@
+//! The packets that flow through the multiplexer: [`IncomingPacket`]s to the
+//! channels, [`OutgoingPacket`]s from the application.
+
+/// Identifies one connection for as long as it is open.
+///
+/// Ids come from an [`IdGen`](crate::IdGen); the multiplexer never gives a new
+/// connection the id of one that is still alive.
+pub type StreamId = usize;
+
+/// Identifies a channel: an index into the `Vec` of channel sinks given to
+/// [`Multiplexer::new`](crate::Multiplexer::new).
+pub type ChannelId = usize;
+
+/// What a channel's consumer receives.
+///
+/// For every visit of a stream to a channel the consumer sees
+/// [`StreamConnected`](IncomingPacket::StreamConnected), then the stream's
+/// messages in the order they were read, then exactly one
+/// [`StreamDisconnected`](IncomingPacket::StreamDisconnected).
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::{IncomingMessage, IncomingPacket};
+///
+/// let packet = IncomingPacket::Message(IncomingMessage::new(7, "hello"));
+/// assert_eq!(packet.id(), 7);
+/// assert_eq!(packet.value(), Some(&"hello"));
+///
+/// let connected = IncomingPacket::<&str>::StreamConnected(7);
+/// assert_eq!(connected.value(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IncomingPacket<T> {
+    /// The stream joined this channel (it connected, or it was moved here).
+    StreamConnected(StreamId),
+    /// The stream left this channel, for the reason given.
+    StreamDisconnected(StreamId, DisconnectReason),
+    /// The stream sent a value.
+    Message(IncomingMessage<T>),
+}
+
+impl<T> IncomingPacket<T> {
+    /// The id of the stream this packet is about.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{DisconnectReason, IncomingPacket};
+    ///
+    /// let packet = IncomingPacket::<()>::StreamDisconnected(3, DisconnectReason::Linkdead);
+    /// assert_eq!(packet.id(), 3);
+    /// ```
+    pub fn id(&self) -> StreamId {
+        match self {
+            IncomingPacket::StreamConnected(id) | IncomingPacket::StreamDisconnected(id, _) => *id,
+            IncomingPacket::Message(message) => message.stream_id,
+        }
+    }
+
+    /// The value carried by a [`Message`](IncomingPacket::Message), `None` for
+    /// announcements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{IncomingMessage, IncomingPacket};
+    ///
+    /// let packet = IncomingPacket::Message(IncomingMessage::new(1, 42));
+    /// assert_eq!(packet.value(), Some(&42));
+    /// assert_eq!(IncomingPacket::<i32>::StreamConnected(1).value(), None);
+    /// ```
+    pub fn value(&self) -> Option<&T> {
+        match self {
+            IncomingPacket::Message(message) => Some(&message.value),
+            _ => None,
+        }
+    }
+}
+
+/// A value read from one stream.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::IncomingMessage;
+///
+/// let message = IncomingMessage::new(5, vec![1u8, 2, 3]);
+/// assert_eq!(message.stream_id, 5);
+/// assert_eq!(message.value, [1, 2, 3]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingMessage<T> {
+    /// The stream the value was read from.
+    pub stream_id: StreamId,
+    /// The value, exactly as the stream's reader yielded it.
+    pub value: T,
+}
+
+impl<T> IncomingMessage<T> {
+    /// Wraps a value read from `stream_id`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::IncomingMessage;
+    ///
+    /// assert_eq!(IncomingMessage::new(2, 'x').value, 'x');
+    /// ```
+    pub fn new(stream_id: StreamId, value: T) -> Self {
+        Self { stream_id, value }
+    }
+}
+
+/// Why a stream left a channel.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::DisconnectReason;
+///
+/// let reason = DisconnectReason::ChannelChange(1);
+/// assert_ne!(reason, DisconnectReason::Linkdead);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DisconnectReason {
+    /// The connection ended or failed: its reader ended or errored, or a
+    /// write to it failed.
+    Linkdead,
+    /// The stream was moved to the given channel; it is still connected.
+    ChannelChange(ChannelId),
+    /// The application closed it with [`OutgoingPacket::Shutdown`], or the
+    /// multiplexer is shutting down.
+    Shutdown,
+    /// The stream did not read fast enough: a value sent to it would have
+    /// exceeded its outgoing backlog, so it was disconnected.
+    BacklogFull,
+}
+
+/// What the application asks of the multiplexer.
+///
+/// Packets take effect in the order the outgoing stream yields them.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::{OutgoingMessage, OutgoingPacket};
+///
+/// let packet = OutgoingPacket::Message(OutgoingMessage::new([1, 2], ["bye"]));
+/// assert_eq!(packet.stream_ids().copied().collect::<Vec<_>>(), [1, 2]);
+/// assert_eq!(packet.values().map(|v| v.count()), Some(1));
+///
+/// let shutdown = OutgoingPacket::<&str>::Shutdown(vec![1]);
+/// assert!(shutdown.values().is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutgoingPacket<V> {
+    /// Send every value, in order, to every listed stream.
+    Message(OutgoingMessage<V>),
+    /// Move the listed streams to a channel.
+    ChangeChannel(Vec<StreamId>, ChannelId),
+    /// Flush what is queued for the listed streams, then close them.
+    Shutdown(Vec<StreamId>),
+}
+
+impl<V> OutgoingPacket<V> {
+    /// The streams this packet addresses.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingPacket;
+    ///
+    /// let packet = OutgoingPacket::<()>::ChangeChannel(vec![4, 5], 1);
+    /// assert_eq!(packet.stream_ids().len(), 2);
+    /// ```
+    pub fn stream_ids(&self) -> Iter<'_, StreamId> {
+        match self {
+            OutgoingPacket::Message(message) => Iter(message.ids.iter()),
+            OutgoingPacket::ChangeChannel(ids, _) | OutgoingPacket::Shutdown(ids) => {
+                Iter(ids.iter())
+            }
+        }
+    }
+
+    /// The values a [`Message`](OutgoingPacket::Message) carries; `None` for
+    /// the other packets.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{OutgoingMessage, OutgoingPacket};
+    ///
+    /// let packet = OutgoingPacket::Message(OutgoingMessage::new([9], [1, 2, 3]));
+    /// assert_eq!(packet.values().unwrap().sum::<i32>(), 6);
+    /// ```
+    pub fn values(&self) -> Option<Iter<'_, V>> {
+        match self {
+            OutgoingPacket::Message(message) => Some(Iter(message.values.iter())),
+            _ => None,
+        }
+    }
+}
+
+/// Values to send, and the streams to send them to.
+///
+/// Each value is cloned once per recipient, so use a type whose clone is
+/// cheap, such as [`bytes::Bytes`] (a reference count, no copy).
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use stream_multiplexer::OutgoingMessage;
+///
+/// let everyone = vec![1, 2, 3];
+/// let message = OutgoingMessage::new(everyone, [Bytes::from_static(b"tick")]);
+/// assert_eq!(message.stream_ids().len(), 3);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage<V> {
+    pub(crate) ids: Vec<StreamId>,
+    pub(crate) values: Vec<V>,
+}
+
+impl<V> OutgoingMessage<V> {
+    /// Sends each of `values`, in order, to each of `ids`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingMessage;
+    ///
+    /// let message = OutgoingMessage::new(Some(1), vec!["a", "b"]);
+    /// assert_eq!(message.values().copied().collect::<Vec<_>>(), ["a", "b"]);
+    /// ```
+    pub fn new(
+        ids: impl IntoIterator<Item = StreamId>,
+        values: impl IntoIterator<Item = V>,
+    ) -> Self {
+        Self {
+            ids: ids.into_iter().collect(),
+            values: values.into_iter().collect(),
+        }
+    }
+
+    /// The streams the values go to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingMessage;
+    ///
+    /// let message = OutgoingMessage::new([3, 1], [()]);
+    /// assert_eq!(message.stream_ids().copied().collect::<Vec<_>>(), [3, 1]);
+    /// ```
+    pub fn stream_ids(&self) -> Iter<'_, StreamId> {
+        Iter(self.ids.iter())
+    }
+
+    /// The values, in the order they will be sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingMessage;
+    ///
+    /// let message = OutgoingMessage::new([3], ["x"]);
+    /// assert_eq!(message.values().next(), Some(&"x"));
+    /// ```
+    pub fn values(&self) -> Iter<'_, V> {
+        Iter(self.values.iter())
+    }
+}
+
+/// An iterator over the stream ids or values of an outgoing packet.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::OutgoingPacket;
+///
+/// let packet = OutgoingPacket::<()>::Shutdown(vec![1, 2, 3]);
+/// let mut ids = packet.stream_ids();
+/// assert_eq!(ids.next(), Some(&1));
+/// assert_eq!(ids.len(), 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Iter<'a, T>(std::slice::Iter<'a, T>);
+
+impl<'a, T> Iterator for Iter<'a, T> {
+    type Item = &'a T;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl<T> ExactSizeIterator for Iter<'_, T> {}
+
+impl<T> DoubleEndedIterator for Iter<'_, T> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.0.next_back()
+    }
+}
+
+/// Stops the whole multiplexer; sent on the control stream given to
+/// [`Multiplexer::run`](crate::Multiplexer::run).
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::ControlMessage;
+///
+/// // Graceful: flush what is queued, close every connection, resolve Ok.
+/// let graceful = ControlMessage::Shutdown;
+/// // Immediate: drop what is queued and resolve at once.
+/// let abrupt = ControlMessage::Abort;
+/// assert_ne!(graceful, abrupt);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ControlMessage {
+    /// Stop accepting and reading, flush every stream's queued values, close
+    /// every connection, then resolve `Ok(())`. The end of the control
+    /// stream means the same.
+    Shutdown,
+    /// Resolve at once, dropping whatever is queued; every connection is
+    /// closed.
+    Abort,
+}

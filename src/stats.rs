@@ -1,0 +1,213 @@
+//! Counters that show what the multiplexer did, readable from any thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::DisconnectReason;
+
+/// A cheap, cloneable, thread-safe handle on a multiplexer's counters.
+///
+/// Get one with [`Multiplexer::stats`](crate::Multiplexer::stats), before or
+/// after calling `run`; every clone reads the same counters. Everything the
+/// multiplexer does not deliver is counted here: nothing is silently ignored.
+///
+/// # Examples
+///
+/// ```
+/// use futures::channel::mpsc;
+/// use stream_multiplexer::{Multiplexer, OutgoingPacket};
+///
+/// let (channel0, _consumer) = mpsc::channel::<stream_multiplexer::IncomingPacket<()>>(8);
+/// let (_outgoing_tx, outgoing) = mpsc::channel::<OutgoingPacket<()>>(8);
+/// let multiplexer = Multiplexer::new(16, outgoing, vec![channel0]);
+///
+/// let stats = multiplexer.stats();
+/// let snapshot = stats.snapshot();
+/// assert_eq!(snapshot.streams_open, 0);
+/// assert_eq!(snapshot.accepted, 0);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    streams_open: AtomicU64,
+    accepted: AtomicU64,
+    accept_errors: AtomicU64,
+    frames_in: AtomicU64,
+    frames_out: AtomicU64,
+    linkdead: AtomicU64,
+    channel_change: AtomicU64,
+    shutdown: AtomicU64,
+    backlog_full: AtomicU64,
+    dropped_unknown_id: AtomicU64,
+    moves_rejected: AtomicU64,
+    rejected_closed_channel: AtomicU64,
+}
+
+/// The counters at one moment.
+///
+/// Invariant once the multiplexer is idle:
+/// `accepted == streams_open + disconnects.linkdead + disconnects.shutdown +
+/// disconnects.backlog_full + rejected_closed_channel`
+/// (a channel change is a move, not a departure).
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::StatsSnapshot;
+///
+/// let snapshot = StatsSnapshot::default();
+/// assert_eq!(snapshot.departed(), 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Streams currently open (accepted and not yet gone).
+    pub streams_open: u64,
+    /// Connections accepted since the start.
+    pub accepted: u64,
+    /// Errors yielded by the halves stream (failed accepts).
+    pub accept_errors: u64,
+    /// Values read from streams and delivered to a channel.
+    pub frames_in: u64,
+    /// Values handed to streams' write sinks.
+    pub frames_out: u64,
+    /// `StreamDisconnected` announcements made, by reason.
+    pub disconnects: DisconnectCounts,
+    /// (packet, id) pairs dropped because the id belonged to no open stream.
+    pub dropped_unknown_id: u64,
+    /// `ChangeChannel` requests refused because the channel does not exist
+    /// or has closed.
+    pub moves_rejected: u64,
+    /// Connections closed on arrival because the default channel had closed.
+    pub rejected_closed_channel: u64,
+}
+
+impl StatsSnapshot {
+    /// Streams that have left for good: every disconnect except channel
+    /// changes, plus those refused on arrival.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::StatsSnapshot;
+    ///
+    /// let mut snapshot = StatsSnapshot::default();
+    /// snapshot.disconnects.linkdead = 2;
+    /// snapshot.disconnects.channel_change = 5;
+    /// assert_eq!(snapshot.departed(), 2);
+    /// ```
+    pub fn departed(&self) -> u64 {
+        let d = &self.disconnects;
+        d.linkdead + d.shutdown + d.backlog_full + self.rejected_closed_channel
+    }
+}
+
+/// How many `StreamDisconnected` announcements were made for each
+/// [`DisconnectReason`].
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::DisconnectCounts;
+///
+/// let counts = DisconnectCounts::default();
+/// assert_eq!(counts.backlog_full, 0);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DisconnectCounts {
+    /// [`DisconnectReason::Linkdead`].
+    pub linkdead: u64,
+    /// [`DisconnectReason::ChannelChange`].
+    pub channel_change: u64,
+    /// [`DisconnectReason::Shutdown`].
+    pub shutdown: u64,
+    /// [`DisconnectReason::BacklogFull`].
+    pub backlog_full: u64,
+}
+
+impl Stats {
+    /// Reads every counter. Each is read on its own (relaxed), so a snapshot
+    /// taken while the multiplexer runs may be a few events apart between
+    /// counters.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::Stats;
+    ///
+    /// let stats = Stats::default();
+    /// assert_eq!(stats.snapshot().frames_in, 0);
+    /// ```
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let c = &*self.counters;
+        StatsSnapshot {
+            streams_open: c.streams_open.load(Relaxed),
+            accepted: c.accepted.load(Relaxed),
+            accept_errors: c.accept_errors.load(Relaxed),
+            frames_in: c.frames_in.load(Relaxed),
+            frames_out: c.frames_out.load(Relaxed),
+            disconnects: DisconnectCounts {
+                linkdead: c.linkdead.load(Relaxed),
+                channel_change: c.channel_change.load(Relaxed),
+                shutdown: c.shutdown.load(Relaxed),
+                backlog_full: c.backlog_full.load(Relaxed),
+            },
+            dropped_unknown_id: c.dropped_unknown_id.load(Relaxed),
+            moves_rejected: c.moves_rejected.load(Relaxed),
+            rejected_closed_channel: c.rejected_closed_channel.load(Relaxed),
+        }
+    }
+
+    pub(crate) fn stream_opened(&self) {
+        self.counters.accepted.fetch_add(1, Relaxed);
+        self.counters.streams_open.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn stream_closed(&self) {
+        self.counters.streams_open.fetch_sub(1, Relaxed);
+    }
+
+    pub(crate) fn accept_error(&self) {
+        self.counters.accept_errors.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn frames_in(&self, count: u64) {
+        if count > 0 {
+            self.counters.frames_in.fetch_add(count, Relaxed);
+        }
+    }
+
+    pub(crate) fn frames_out(&self, count: u64) {
+        if count > 0 {
+            self.counters.frames_out.fetch_add(count, Relaxed);
+        }
+    }
+
+    pub(crate) fn disconnected(&self, reason: DisconnectReason) {
+        let c = &self.counters;
+        let counter = match reason {
+            DisconnectReason::Linkdead => &c.linkdead,
+            DisconnectReason::ChannelChange(_) => &c.channel_change,
+            DisconnectReason::Shutdown => &c.shutdown,
+            DisconnectReason::BacklogFull => &c.backlog_full,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn dropped_unknown_id(&self) {
+        self.counters.dropped_unknown_id.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn move_rejected(&self) {
+        self.counters.moves_rejected.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn rejected_closed_channel(&self) {
+        self.counters.rejected_closed_channel.fetch_add(1, Relaxed);
+    }
+}
