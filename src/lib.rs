@@ -7,13 +7,21 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
+mod channel;
 mod error;
 mod id_gen;
+mod multiplexer;
 mod packet;
+mod registry;
+mod run;
 mod stats;
+mod stream;
+mod wake;
 
 pub use error::MultiplexerError;
 pub use id_gen::{IdGen, IncrementIdGen};
+pub use multiplexer::{BacklogPolicy, Multiplexer, MultiplexerBuilder};
+pub use run::Run;
 pub use packet::{
     ChannelId, ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, Iter,
     OutgoingMessage, OutgoingPacket, StreamId,

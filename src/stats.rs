@@ -44,14 +44,14 @@ struct Counters {
     backlog_full: AtomicU64,
     dropped_unknown_id: AtomicU64,
     moves_rejected: AtomicU64,
-    rejected_closed_channel: AtomicU64,
+    closed_with_channel: AtomicU64,
 }
 
 /// The counters at one moment.
 ///
 /// Invariant once the multiplexer is idle:
 /// `accepted == streams_open + disconnects.linkdead + disconnects.shutdown +
-/// disconnects.backlog_full + rejected_closed_channel`
+/// disconnects.backlog_full + closed_with_channel`
 /// (a channel change is a move, not a departure).
 ///
 /// # Examples
@@ -82,13 +82,15 @@ pub struct StatsSnapshot {
     /// `ChangeChannel` requests refused because the channel does not exist
     /// or has closed.
     pub moves_rejected: u64,
-    /// Connections closed on arrival because the default channel had closed.
-    pub rejected_closed_channel: u64,
+    /// Streams closed without an announcement because their channel's sink
+    /// closed or failed (including connections that arrived for a default
+    /// channel that had already closed).
+    pub closed_with_channel: u64,
 }
 
 impl StatsSnapshot {
     /// Streams that have left for good: every disconnect except channel
-    /// changes, plus those refused on arrival.
+    /// changes, plus those closed with their channel.
     ///
     /// # Examples
     ///
@@ -102,7 +104,7 @@ impl StatsSnapshot {
     /// ```
     pub fn departed(&self) -> u64 {
         let d = &self.disconnects;
-        d.linkdead + d.shutdown + d.backlog_full + self.rejected_closed_channel
+        d.linkdead + d.shutdown + d.backlog_full + self.closed_with_channel
     }
 }
 
@@ -159,7 +161,7 @@ impl Stats {
             },
             dropped_unknown_id: c.dropped_unknown_id.load(Relaxed),
             moves_rejected: c.moves_rejected.load(Relaxed),
-            rejected_closed_channel: c.rejected_closed_channel.load(Relaxed),
+            closed_with_channel: c.closed_with_channel.load(Relaxed),
         }
     }
 
@@ -207,7 +209,7 @@ impl Stats {
         self.counters.moves_rejected.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn rejected_closed_channel(&self) {
-        self.counters.rejected_closed_channel.fetch_add(1, Relaxed);
+    pub(crate) fn closed_with_channel(&self) {
+        self.counters.closed_with_channel.fetch_add(1, Relaxed);
     }
 }

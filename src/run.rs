@@ -1,0 +1,648 @@
+//! [`Run`]: the one hand-written future that does all of the multiplexer's
+//! work.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::{Sink, Stream};
+
+use crate::channel::{Channel, Readiness};
+use crate::multiplexer::{BacklogPolicy, Config, Multiplexer};
+use crate::registry::Registry;
+use crate::stream::{Connection, Reader, WriteOutcome, Writer};
+use crate::wake::{WakeHub, Wakeup};
+use crate::{
+    ControlMessage, DisconnectReason, IdGen, IncomingMessage, IncomingPacket, MultiplexerError,
+    OutgoingPacket, Stats, StreamId,
+};
+
+/// Connections accepted per poll.
+const ACCEPTS_PER_POLL: usize = 64;
+/// Values queued for streams per poll (a value sent to 1,000 ids counts
+/// 1,000), so that one broadcast to every client cannot hog a poll.
+const DELIVERIES_PER_POLL: usize = 16 * 1024;
+/// Frames read per channel per poll.
+const READS_PER_CHANNEL_POLL: usize = 4 * 1024;
+/// Frames read from one stream before the next ready stream of its channel
+/// gets a turn: a chatty stream cannot starve a quiet one (SPEC §4.7).
+const READS_PER_TURN: usize = 64;
+/// Writers pumped per poll.
+const WRITERS_PER_POLL: usize = 1024;
+
+/// The future returned by [`Multiplexer::run`]: accepts connections, routes
+/// what they send to their channels, applies outgoing packets, and writes to
+/// the connections, until it is told to stop.
+///
+/// It spawns nothing: spawn it, or await it, on any executor. It is `Send`
+/// when all its parts are.
+///
+/// # Performance notes
+///
+/// Each poll runs a short list of steps, each with a fixed budget, and wakes
+/// itself if a budget ran out, so that one busy multiplexer cannot starve
+/// the executor (SPEC §4.7):
+///
+/// 1. read the control stream (one message);
+/// 2. accept up to 64 connections;
+/// 3. apply outgoing packets, up to 16 Ki values queued to streams;
+/// 4. for each channel whose sink has room: hand over waiting
+///    announcements, then read up to 4 Ki frames from the streams whose
+///    readers were woken, 64 at most from one stream per turn;
+/// 5. write to up to 1,024 streams whose sinks were woken or that have
+///    values queued.
+///
+/// Nothing is scanned: each reader and writer has its own waker, which queues
+/// its stream for step 4 or 5 (see the `wake` module), so idle connections
+/// cost nothing per poll and nothing is allocated per frame.
+#[must_use = "futures do nothing unless polled"]
+pub struct Run<H, Ctl, Out, Ch, Id, W, R, V>
+where
+    R: Stream,
+{
+    config: Config,
+    id_gen: Id,
+    stats: Stats,
+    /// `None` once the listener ended or the multiplexer is shutting down.
+    halves: Option<H>,
+    /// `None` once the control stream ended.
+    control: Option<Ctl>,
+    /// `None` once the outgoing stream ended or the multiplexer is shutting
+    /// down.
+    outgoing: Option<Out>,
+    channels: Vec<Channel<Ch, R::Item>>,
+    streams: Registry<W, R, V>,
+    hub: Arc<WakeHub>,
+    /// Keys of writers to pump, drained from the hub.
+    writers_ready: Vec<usize>,
+    /// A message not yet queued to all its recipients: the poll's budget
+    /// ran out, or a recipient was full under [`BacklogPolicy::Wait`].
+    unfinished: Option<Unfinished<V>>,
+    /// Whether the last accept step stopped at `max_streams`.
+    at_capacity: bool,
+    phase: Phase,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Serving,
+    ShuttingDown,
+    Done,
+}
+
+/// An outgoing message and how far its delivery got.
+struct Unfinished<V> {
+    ids: Vec<StreamId>,
+    values: Vec<V>,
+    next: usize,
+}
+
+impl<H, Ctl, Out, Ch, Id, W, R, V> Run<H, Ctl, Out, Ch, Id, W, R, V>
+where
+    H: Stream<Item = io::Result<(W, R)>> + Unpin,
+    W: Sink<V> + Unpin,
+    R: Stream + Unpin,
+    Ctl: Stream<Item = ControlMessage> + Unpin,
+    Out: Stream<Item = OutgoingPacket<V>> + Unpin,
+    Ch: Sink<IncomingPacket<R::Item>> + Unpin,
+    Id: IdGen,
+    V: Clone,
+{
+    pub(crate) fn new(multiplexer: Multiplexer<Out, Ch, Id>, halves: H, control: Ctl) -> Self {
+        let Multiplexer {
+            config,
+            mut id_gen,
+            outgoing,
+            channels,
+            stats,
+        } = multiplexer;
+        id_gen.seed(config.id_seed);
+        // One ready queue per channel for readers, and one for writers.
+        let hub = WakeHub::new(channels.len() + 1);
+        Self {
+            config,
+            id_gen,
+            stats,
+            halves: Some(halves),
+            control: Some(control),
+            outgoing: Some(outgoing),
+            channels: channels.into_iter().map(Channel::new).collect(),
+            streams: Registry::new(),
+            hub,
+            writers_ready: Vec::new(),
+            unfinished: None,
+            at_capacity: false,
+            phase: Phase::Starting,
+        }
+    }
+
+    fn writers_queue(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Checks the configuration once, at the first poll.
+    fn start(&mut self) -> Result<(), MultiplexerError> {
+        if self.channels.is_empty() {
+            return Err(MultiplexerError::NoChannels);
+        }
+        if self.config.default_channel >= self.channels.len() {
+            return Err(MultiplexerError::NoSuchChannel(self.config.default_channel));
+        }
+        self.phase = Phase::Serving;
+        Ok(())
+    }
+
+    /// Step 1: one control message, if any. The end of the control stream
+    /// means `Shutdown`.
+    fn poll_control(&mut self, cx: &mut Context<'_>) -> Option<ControlMessage> {
+        let control = self.control.as_mut()?;
+        match Pin::new(control).poll_next(cx) {
+            Poll::Ready(Some(message)) => Some(message),
+            Poll::Ready(None) => {
+                self.control = None;
+                Some(ControlMessage::Shutdown)
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    /// Step 2: accept new connections, unless `max_streams` are open, in
+    /// which case the halves stream is not polled and clients wait in the
+    /// listen backlog (SPEC §4.10). Returns whether its budget ran out.
+    fn accept(&mut self, cx: &mut Context<'_>) -> bool {
+        for _ in 0..ACCEPTS_PER_POLL {
+            let Some(halves) = self.halves.as_mut() else {
+                return false;
+            };
+            self.at_capacity = self.streams.len() >= self.config.max_streams;
+            if self.at_capacity {
+                return false;
+            }
+            match Pin::new(halves).poll_next(cx) {
+                Poll::Ready(Some(Ok((writer, reader)))) => self.admit(writer, reader),
+                // A failed accept ends nothing; it is counted (SPEC §4.8).
+                Poll::Ready(Some(Err(_))) => self.stats.accept_error(),
+                Poll::Ready(None) => self.halves = None,
+                Poll::Pending => return false,
+            }
+        }
+        true
+    }
+
+    /// Registers a new connection in the default channel.
+    fn admit(&mut self, writer: W, reader: R) {
+        let channel = self.config.default_channel;
+        self.stats.stream_opened();
+        if !self.channels[channel].is_open() {
+            // Dropping the halves closes the connection.
+            self.stats.closed_with_channel();
+            self.stats.stream_closed();
+            return;
+        }
+        let Some(id) = self.streams.free_id(&mut self.id_gen) else {
+            // The id generator keeps repeating live ids.
+            self.stats.accept_error();
+            self.stats.stream_closed();
+            self.stats.closed_with_channel();
+            return;
+        };
+        let key = self.streams.next_key();
+        let writers_queue = self.writers_queue();
+        self.streams.insert(Connection {
+            id,
+            channel,
+            reader: Some(Reader {
+                stream: reader,
+                wakeup: Wakeup::new(&self.hub, channel, key, true),
+            }),
+            writer: Writer::new(writer, Wakeup::new(&self.hub, writers_queue, key, false)),
+        });
+        self.channels[channel].announce_connected(id);
+    }
+
+    /// Step 3: apply outgoing packets in the order they come (SPEC §4.3).
+    /// Returns whether its budget ran out.
+    fn apply_outgoing(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut budget = DELIVERIES_PER_POLL;
+        loop {
+            if let Some(unfinished) = self.unfinished.take() {
+                self.deliver(unfinished, &mut budget);
+                if self.unfinished.is_some() {
+                    return budget == 0;
+                }
+            }
+            if budget == 0 {
+                return true;
+            }
+            let Some(outgoing) = self.outgoing.as_mut() else {
+                return false;
+            };
+            match Pin::new(outgoing).poll_next(cx) {
+                Poll::Ready(Some(OutgoingPacket::Message(message))) => {
+                    self.unfinished = Some(Unfinished {
+                        ids: message.ids,
+                        values: message.values,
+                        next: 0,
+                    });
+                }
+                Poll::Ready(Some(OutgoingPacket::ChangeChannel(ids, channel))) => {
+                    budget = budget.saturating_sub(ids.len());
+                    for id in ids {
+                        self.change_channel(id, channel);
+                    }
+                }
+                Poll::Ready(Some(OutgoingPacket::Shutdown(ids))) => {
+                    budget = budget.saturating_sub(ids.len());
+                    for id in ids {
+                        match self.streams.open_key(id) {
+                            Some(key) => self.close_gracefully(key, DisconnectReason::Shutdown),
+                            None => self.stats.dropped_unknown_id(),
+                        }
+                    }
+                }
+                Poll::Ready(None) => self.outgoing = None,
+                Poll::Pending => return false,
+            }
+        }
+    }
+
+    /// Queues a message's values to its recipients, from where it stopped,
+    /// until done, out of budget, or (under [`BacklogPolicy::Wait`]) at a
+    /// recipient with no room; in the last two cases it is kept in
+    /// `self.unfinished`.
+    fn deliver(&mut self, mut message: Unfinished<V>, budget: &mut usize) {
+        let capacity = self.config.sender_buffer_size;
+        let count = message.values.len().max(1);
+        while let Some(&id) = message.ids.get(message.next) {
+            if *budget < count && *budget < DELIVERIES_PER_POLL {
+                self.unfinished = Some(message);
+                *budget = 0;
+                return;
+            }
+            let Some(key) = self.streams.open_key(id) else {
+                // Gone (or never there): dropped and counted (SPEC §4.4).
+                self.stats.dropped_unknown_id();
+                message.next += 1;
+                continue;
+            };
+            let Some(connection) = self.streams.get_mut(key) else {
+                message.next += 1;
+                continue;
+            };
+            let room = capacity.saturating_sub(connection.writer.backlog_len());
+            if message.values.len() > room {
+                let wait = self.config.backlog_policy == BacklogPolicy::Wait
+                    && message.values.len() <= capacity;
+                if wait {
+                    self.unfinished = Some(message);
+                    return;
+                }
+                self.close_now(key, DisconnectReason::BacklogFull);
+            } else {
+                connection.writer.enqueue(message.values.iter().cloned());
+            }
+            *budget = budget.saturating_sub(count);
+            message.next += 1;
+        }
+    }
+
+    /// Moves a stream to another channel (SPEC §4.2). The old channel's
+    /// `StreamDisconnected` follows every message already handed to it
+    /// (frames go to the sink as soon as they are read), and the new
+    /// channel's `StreamConnected` is queued before the reader is polled in
+    /// its new channel (a channel hands over its announcements before it
+    /// polls any reader), so no frame crosses the move.
+    fn change_channel(&mut self, id: StreamId, to: usize) {
+        let Some(key) = self.streams.open_key(id) else {
+            self.stats.dropped_unknown_id();
+            return;
+        };
+        if !self.channels.get(to).is_some_and(Channel::is_open) {
+            self.stats.move_rejected();
+            return;
+        }
+        let Some(connection) = self.streams.get_mut(key) else {
+            return;
+        };
+        let from = connection.channel;
+        if from == to {
+            return;
+        }
+        let Some(reader) = connection.reader.as_mut() else {
+            return;
+        };
+        connection.channel = to;
+        // A waker that queues the reader on its new channel; the old one may
+        // still fire, and the old channel skips the key then.
+        reader.wakeup = Wakeup::new(&self.hub, to, key, true);
+        let reason = DisconnectReason::ChannelChange(to);
+        self.channels[from].announce_disconnected(id, reason);
+        self.stats.disconnected(reason);
+        self.channels[to].announce_connected(id);
+    }
+
+    /// Stops reading a stream and announces its departure, then lets its
+    /// writer flush what is queued and close (`Message` then `Shutdown`
+    /// delivers the message, SPEC §4.3). The id stays taken until the writer
+    /// has closed.
+    fn close_gracefully(&mut self, key: usize, reason: DisconnectReason) {
+        let Some(connection) = self.streams.get_mut(key) else {
+            return;
+        };
+        if connection.reader.take().is_none() {
+            return;
+        }
+        connection.writer.close();
+        let (id, channel) = (connection.id, connection.channel);
+        self.announce_departure(id, channel, reason);
+    }
+
+    /// Drops a stream at once, closing its connection, and announces its
+    /// departure if it had not been announced yet.
+    fn close_now(&mut self, key: usize, reason: DisconnectReason) {
+        if let Some(connection) = self.streams.remove(key) {
+            if connection.is_open() {
+                self.announce_departure(connection.id, connection.channel, reason);
+            }
+        }
+    }
+
+    fn announce_departure(&mut self, id: StreamId, channel: usize, reason: DisconnectReason) {
+        self.channels[channel].announce_disconnected(id, reason);
+        self.stats.disconnected(reason);
+        self.stats.stream_closed();
+    }
+
+    /// Step 4: for every channel, hand waiting announcements to its sink,
+    /// then read from its ready streams while the sink has room (SPEC §4.5).
+    /// Returns whether a budget ran out.
+    fn pump_channels(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut more = false;
+        for index in 0..self.channels.len() {
+            if !self.channels[index].is_open() {
+                continue;
+            }
+            more |= self.pump_channel(index, cx);
+            if !self.channels[index].is_open() {
+                self.close_channel_streams(index);
+            }
+        }
+        more
+    }
+
+    fn pump_channel(&mut self, index: usize, cx: &mut Context<'_>) -> bool {
+        self.hub.drain_into(index, &mut self.channels[index].ready);
+        let mut budget = READS_PER_CHANNEL_POLL;
+        let mut budget_ran_out = false;
+        loop {
+            let channel = &mut self.channels[index];
+            // Announcements first, always: a stream's StreamConnected must
+            // reach the sink before anything read from it.
+            if channel.send_announcements(cx) != Readiness::Ready {
+                break;
+            }
+            if budget == 0 {
+                budget_ran_out = !channel.ready.is_empty();
+                break;
+            }
+            let Some(key) = channel.ready.pop_front() else {
+                break;
+            };
+            // The key may be stale: the stream left, moved, or is closing.
+            let Some(connection) = self.streams.get_mut(key).filter(|c| c.channel == index) else {
+                continue;
+            };
+            let id = connection.id;
+            let Some(reader) = connection.reader.as_mut() else {
+                continue;
+            };
+            let (read, ended) = read_turn(id, key, reader, channel, &mut budget, cx);
+            self.stats.frames_in(read as u64);
+            if ended {
+                // The reader ended or failed after yielding its items.
+                self.close_now(key, DisconnectReason::Linkdead);
+            }
+        }
+        self.channels[index].flush(cx);
+        budget_ran_out
+    }
+
+    /// A channel's sink closed or failed: its streams are closed, since
+    /// nothing they send could be delivered (SPEC §4.8). Other channels go
+    /// on.
+    fn close_channel_streams(&mut self, channel: usize) {
+        for key in self.streams.open_keys(Some(channel)) {
+            if self.streams.remove(key).is_some() {
+                self.stats.closed_with_channel();
+                self.stats.stream_closed();
+            }
+        }
+    }
+
+    /// Step 5: write queued values to the streams whose writers are ready.
+    /// Returns whether its budget ran out.
+    fn pump_writers(&mut self) -> (bool, usize) {
+        let queue = self.writers_queue();
+        self.hub.drain_into(queue, &mut self.writers_ready);
+        let take = self.writers_ready.len().min(WRITERS_PER_POLL);
+        let mut total = 0;
+        let ready: Vec<usize> = self.writers_ready.drain(..take).collect();
+        for key in ready {
+            let Some(connection) = self.streams.get_mut(key) else {
+                continue;
+            };
+            let (written, outcome) = connection.writer.pump();
+            total += written;
+            self.stats.frames_out(written as u64);
+            match outcome {
+                WriteOutcome::Waiting | WriteOutcome::Yielded => {}
+                WriteOutcome::Closed => {
+                    self.streams.remove(key);
+                }
+                WriteOutcome::Failed => self.close_now(key, DisconnectReason::Linkdead),
+            }
+        }
+        (!self.writers_ready.is_empty(), total)
+    }
+
+    /// `ControlMessage::Shutdown`: stop accepting and reading, let every
+    /// writer flush and close (SPEC §4.11).
+    fn begin_shutdown(&mut self) {
+        self.phase = Phase::ShuttingDown;
+        self.halves = None;
+        self.outgoing = None;
+        self.unfinished = None;
+        for key in self.streams.open_keys(None) {
+            self.close_gracefully(key, DisconnectReason::Shutdown);
+        }
+    }
+
+    /// Whether a graceful shutdown is over: every writer closed and every
+    /// announcement handed over, then every channel sink closed.
+    fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.streams.is_empty() {
+            return Poll::Pending;
+        }
+        if !self.channels.iter().all(|c| !c.is_open() || c.is_caught_up()) {
+            return Poll::Pending;
+        }
+        let mut all_closed = true;
+        for channel in &mut self.channels {
+            all_closed &= channel.poll_close(cx).is_ready();
+        }
+        if all_closed {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Ends the run, dropping every connection and channel sink so that
+    /// clients and consumers see the end at once.
+    fn finish(&mut self) {
+        self.phase = Phase::Done;
+        self.streams.clear();
+        self.channels.clear();
+        self.halves = None;
+        self.outgoing = None;
+        self.control = None;
+        self.unfinished = None;
+    }
+}
+
+impl<H, Ctl, Out, Ch, Id, W, R, V> Future for Run<H, Ctl, Out, Ch, Id, W, R, V>
+where
+    H: Stream<Item = io::Result<(W, R)>> + Unpin,
+    W: Sink<V> + Unpin,
+    R: Stream + Unpin,
+    Ctl: Stream<Item = ControlMessage> + Unpin,
+    Out: Stream<Item = OutgoingPacket<V>> + Unpin,
+    Ch: Sink<IncomingPacket<R::Item>> + Unpin,
+    Id: IdGen,
+    V: Clone,
+{
+    type Output = Result<(), MultiplexerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.phase {
+            Phase::Done => return Poll::Ready(Ok(())),
+            Phase::Starting => {
+                if let Err(error) = this.start() {
+                    this.finish();
+                    return Poll::Ready(Err(error));
+                }
+            }
+            Phase::Serving | Phase::ShuttingDown => {}
+        }
+        this.hub.register(cx);
+
+        let mut more = false;
+        match this.poll_control(cx) {
+            Some(ControlMessage::Abort) => {
+                this.finish();
+                return Poll::Ready(Ok(()));
+            }
+            Some(ControlMessage::Shutdown) => {
+                if this.phase == Phase::Serving {
+                    this.begin_shutdown();
+                }
+                // Another control message may be waiting (an Abort).
+                more = true;
+            }
+            None => {}
+        }
+        more |= this.accept(cx);
+        more |= this.apply_outgoing(cx);
+        more |= this.pump_channels(cx);
+        let (writers_left, written) = this.pump_writers();
+        more |= writers_left;
+        // Room made by the writers lets a waiting message go on.
+        more |= written > 0 && this.unfinished.is_some();
+        // A stream that left makes room under `max_streams`.
+        more |= this.at_capacity && this.streams.len() < this.config.max_streams;
+
+        if this.phase == Phase::Serving && this.channels.iter().all(|c| !c.is_open()) {
+            this.finish();
+            return Poll::Ready(Err(MultiplexerError::AllChannelsClosed));
+        }
+        if this.phase == Phase::ShuttingDown && this.poll_shutdown(cx).is_ready() {
+            this.finish();
+            return Poll::Ready(Ok(()));
+        }
+        if more {
+            cx.waker().wake_by_ref();
+        }
+        Poll::Pending
+    }
+}
+
+/// Reads one turn from a ready stream into its channel, whose sink has room:
+/// up to [`READS_PER_TURN`] frames, while the sink keeps having room. Returns
+/// how many frames were read and whether the reader ended.
+fn read_turn<R, Ch>(
+    id: StreamId,
+    key: usize,
+    reader: &mut Reader<R>,
+    channel: &mut Channel<Ch, R::Item>,
+    budget: &mut usize,
+    cx: &mut Context<'_>,
+) -> (usize, bool)
+where
+    R: Stream + Unpin,
+    Ch: Sink<IncomingPacket<R::Item>> + Unpin,
+{
+    let mut read = 0;
+    loop {
+        if read == READS_PER_TURN || *budget == 0 {
+            // Back of the queue: the channel's other streams go first.
+            reader.wakeup.wake();
+            return (read, false);
+        }
+        match reader.poll_next() {
+            Poll::Ready(Some(item)) => {
+                read += 1;
+                *budget -= 1;
+                let message = IncomingPacket::Message(IncomingMessage::new(id, item));
+                if channel.send(message) == Readiness::Closed {
+                    return (read, false);
+                }
+                match channel.poll_ready(cx) {
+                    Readiness::Ready => {}
+                    Readiness::Busy => {
+                        // It may have more buffered and no waker registered:
+                        // it goes first once the sink has room.
+                        channel.ready.push_front(key);
+                        return (read, false);
+                    }
+                    Readiness::Closed => return (read, false),
+                }
+            }
+            Poll::Ready(None) => return (read, true),
+            Poll::Pending => return (read, false),
+        }
+    }
+}
+
+// Nothing in `Run` is pinned structurally: the parts it polls are `Unpin` by
+// its bounds, and everything else (ids, values, items) sits in collections
+// it moves freely.
+impl<H, Ctl, Out, Ch, Id, W, R, V> Unpin for Run<H, Ctl, Out, Ch, Id, W, R, V> where R: Stream {}
+
+impl<H, Ctl, Out, Ch, Id, W, R, V> fmt::Debug for Run<H, Ctl, Out, Ch, Id, W, R, V>
+where
+    R: Stream,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run")
+            .field("phase", &self.phase)
+            .field("streams", &self.streams.len())
+            .field("channels", &self.channels.len())
+            .field("stats", &self.stats.snapshot())
+            .finish_non_exhaustive()
+    }
+}

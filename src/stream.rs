@@ -1,0 +1,150 @@
+//! One connection as the multiplexer holds it: its id, its channel, its
+//! reader, and its write side with a bounded backlog.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures::{Sink, Stream};
+
+use crate::wake::Wakeup;
+use crate::{ChannelId, StreamId};
+
+/// A connection in the multiplexer's slab.
+#[derive(Debug)]
+pub(crate) struct Connection<W, R, V> {
+    pub(crate) id: StreamId,
+    pub(crate) channel: ChannelId,
+    /// `None` once the stream is closing: it is no longer read and no longer
+    /// addressable, only its queued values are being flushed.
+    pub(crate) reader: Option<Reader<R>>,
+    pub(crate) writer: Writer<W, V>,
+}
+
+impl<W, R, V> Connection<W, R, V> {
+    /// Whether the application can still address this stream.
+    pub(crate) fn is_open(&self) -> bool {
+        self.reader.is_some()
+    }
+}
+
+/// The read side of a connection and the waker that queues it on its
+/// channel.
+#[derive(Debug)]
+pub(crate) struct Reader<R> {
+    pub(crate) stream: R,
+    pub(crate) wakeup: Wakeup,
+}
+
+impl<R: Stream + Unpin> Reader<R> {
+    /// Polls the reader once, with its own waker.
+    pub(crate) fn poll_next(&mut self) -> Poll<Option<R::Item>> {
+        let mut cx = self.wakeup.begin_poll();
+        Pin::new(&mut self.stream).poll_next(&mut cx)
+    }
+}
+
+/// The write side of a connection: the sink, the values queued for it, and
+/// whether it still has to be flushed or closed.
+#[derive(Debug)]
+pub(crate) struct Writer<W, V> {
+    sink: W,
+    backlog: VecDeque<V>,
+    wakeup: Wakeup,
+    unflushed: bool,
+    closing: bool,
+}
+
+/// What one turn of [`Writer::pump`] achieved.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WriteOutcome {
+    /// Everything queued was written and flushed, or the sink is busy and
+    /// its waker will queue this writer again.
+    Waiting,
+    /// The per-turn limit was reached with values still queued; the writer
+    /// has queued itself again.
+    Yielded,
+    /// A closing writer finished flushing and closed its sink.
+    Closed,
+    /// The sink failed: the connection is dead.
+    Failed,
+}
+
+/// The most values one writer hands to its sink in one turn, so that one
+/// stream with a deep backlog cannot hold up the others.
+const VALUES_PER_TURN: usize = 256;
+
+impl<W, V> Writer<W, V> {
+    pub(crate) fn new(sink: W, wakeup: Wakeup) -> Self {
+        Self {
+            sink,
+            backlog: VecDeque::new(),
+            wakeup,
+            unflushed: false,
+            closing: false,
+        }
+    }
+
+    /// Values queued and not yet handed to the sink.
+    pub(crate) fn backlog_len(&self) -> usize {
+        self.backlog.len()
+    }
+
+    /// Queues values and makes sure the writer will be pumped.
+    pub(crate) fn enqueue(&mut self, values: impl IntoIterator<Item = V>) {
+        self.backlog.extend(values);
+        self.wakeup.wake();
+    }
+
+    /// Asks the writer to flush what is queued and then close its sink.
+    pub(crate) fn close(&mut self) {
+        self.closing = true;
+        self.wakeup.wake();
+    }
+
+    /// Hands queued values to the sink, flushes it, and closes it if asked
+    /// to. Returns how many values left the backlog, and the outcome.
+    pub(crate) fn pump(&mut self) -> (usize, WriteOutcome)
+    where
+        W: Sink<V> + Unpin,
+    {
+        let mut cx = self.wakeup.begin_poll();
+        let mut sink = Pin::new(&mut self.sink);
+        let mut written = 0;
+        while !self.backlog.is_empty() {
+            if written == VALUES_PER_TURN {
+                self.wakeup.wake();
+                return (written, WriteOutcome::Yielded);
+            }
+            match sink.as_mut().poll_ready(&mut cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return (written, WriteOutcome::Failed),
+                // The sink will wake this writer when it has room.
+                Poll::Pending => return (written, WriteOutcome::Waiting),
+            }
+            let Some(value) = self.backlog.pop_front() else {
+                break;
+            };
+            if sink.as_mut().start_send(value).is_err() {
+                return (written, WriteOutcome::Failed);
+            }
+            written += 1;
+            self.unflushed = true;
+        }
+        if self.unflushed {
+            match sink.as_mut().poll_flush(&mut cx) {
+                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Err(_)) => return (written, WriteOutcome::Failed),
+                Poll::Pending => return (written, WriteOutcome::Waiting),
+            }
+        }
+        if self.closing {
+            return match sink.poll_close(&mut cx) {
+                Poll::Ready(Ok(())) => (written, WriteOutcome::Closed),
+                Poll::Ready(Err(_)) => (written, WriteOutcome::Failed),
+                Poll::Pending => (written, WriteOutcome::Waiting),
+            };
+        }
+        (written, WriteOutcome::Waiting)
+    }
+}
