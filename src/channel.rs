@@ -107,10 +107,10 @@ where
                 Readiness::Ready => {}
                 other => return other,
             }
-            if let Some(packet) = self.announcements.pop_front() {
-                if self.send(packet) == Readiness::Closed {
-                    return Readiness::Closed;
-                }
+            if let Some(packet) = self.announcements.pop_front()
+                && self.send(packet) == Readiness::Closed
+            {
+                return Readiness::Closed;
             }
         }
         self.poll_ready(cx)

@@ -21,9 +21,9 @@ mod wake;
 pub use error::MultiplexerError;
 pub use id_gen::{IdGen, IncrementIdGen};
 pub use multiplexer::{BacklogPolicy, Multiplexer, MultiplexerBuilder};
-pub use run::Run;
 pub use packet::{
     ChannelId, ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, Iter,
     OutgoingMessage, OutgoingPacket, StreamId,
 };
+pub use run::Run;
 pub use stats::{DisconnectCounts, Stats, StatsSnapshot};

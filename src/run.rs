@@ -83,6 +83,8 @@ where
     unfinished: Option<Unfinished<V>>,
     /// Whether the last accept step stopped at `max_streams`.
     at_capacity: bool,
+    /// Whether a graceful shutdown has closed every stream.
+    streams_closed: bool,
     phase: Phase,
 }
 
@@ -136,6 +138,7 @@ where
             writers_ready: Vec::new(),
             unfinished: None,
             at_capacity: false,
+            streams_closed: false,
             phase: Phase::Starting,
         }
     }
@@ -265,7 +268,14 @@ where
                     }
                 }
                 Poll::Ready(None) => self.outgoing = None,
-                Poll::Pending => return false,
+                Poll::Pending => {
+                    if self.phase == Phase::ShuttingDown {
+                        // What the application sent before the shutdown
+                        // has been applied; nothing more is taken.
+                        self.outgoing = None;
+                    }
+                    return false;
+                }
             }
         }
     }
@@ -364,10 +374,10 @@ where
     /// Drops a stream at once, closing its connection, and announces its
     /// departure if it had not been announced yet.
     fn close_now(&mut self, key: usize, reason: DisconnectReason) {
-        if let Some(connection) = self.streams.remove(key) {
-            if connection.is_open() {
-                self.announce_departure(connection.id, connection.channel, reason);
-            }
+        if let Some(connection) = self.streams.remove(key)
+            && connection.is_open()
+        {
+            self.announce_departure(connection.id, connection.channel, reason);
         }
     }
 
@@ -382,11 +392,12 @@ where
     /// Returns whether a budget ran out.
     fn pump_channels(&mut self, cx: &mut Context<'_>) -> bool {
         let mut more = false;
+        let read = self.phase == Phase::Serving;
         for index in 0..self.channels.len() {
             if !self.channels[index].is_open() {
                 continue;
             }
-            more |= self.pump_channel(index, cx);
+            more |= self.pump_channel(index, read, cx);
             if !self.channels[index].is_open() {
                 self.close_channel_streams(index);
             }
@@ -394,7 +405,7 @@ where
         more
     }
 
-    fn pump_channel(&mut self, index: usize, cx: &mut Context<'_>) -> bool {
+    fn pump_channel(&mut self, index: usize, read: bool, cx: &mut Context<'_>) -> bool {
         self.hub.drain_into(index, &mut self.channels[index].ready);
         let mut budget = READS_PER_CHANNEL_POLL;
         let mut budget_ran_out = false;
@@ -403,6 +414,9 @@ where
             // Announcements first, always: a stream's StreamConnected must
             // reach the sink before anything read from it.
             if channel.send_announcements(cx) != Readiness::Ready {
+                break;
+            }
+            if !read {
                 break;
             }
             if budget == 0 {
@@ -469,25 +483,38 @@ where
         (!self.writers_ready.is_empty(), total)
     }
 
-    /// `ControlMessage::Shutdown`: stop accepting and reading, let every
-    /// writer flush and close (SPEC §4.11).
+    /// `ControlMessage::Shutdown`: stop accepting and reading (SPEC §4.11).
+    /// The outgoing packets already sent are still applied, then every
+    /// stream is closed gracefully by [`Self::poll_shutdown`].
     fn begin_shutdown(&mut self) {
         self.phase = Phase::ShuttingDown;
         self.halves = None;
-        self.outgoing = None;
-        self.unfinished = None;
-        for key in self.streams.open_keys(None) {
-            self.close_gracefully(key, DisconnectReason::Shutdown);
-        }
     }
 
-    /// Whether a graceful shutdown is over: every writer closed and every
-    /// announcement handed over, then every channel sink closed.
+    /// Drives a graceful shutdown: once the outgoing packets sent before it
+    /// are applied, every writer flushes and closes; once they have and every
+    /// announcement is handed over, every channel sink is closed.
     fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.outgoing.is_some() || self.unfinished.is_some() {
+            return Poll::Pending;
+        }
+        if !self.streams_closed {
+            self.streams_closed = true;
+            for key in self.streams.open_keys(None) {
+                self.close_gracefully(key, DisconnectReason::Shutdown);
+            }
+            // The writers were woken; the next poll flushes them.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if !self.streams.is_empty() {
             return Poll::Pending;
         }
-        if !self.channels.iter().all(|c| !c.is_open() || c.is_caught_up()) {
+        if !self
+            .channels
+            .iter()
+            .all(|c| !c.is_open() || c.is_caught_up())
+        {
             return Poll::Pending;
         }
         let mut all_closed = true;
