@@ -1,0 +1,342 @@
+//! A stream of frames decoded from an `AsyncRead`, fused after its first error.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use asynchronous_codec::Decoder;
+use bytes::BytesMut;
+use futures::io::AsyncRead;
+use futures::stream::{FusedStream, Stream};
+
+/// Default number of bytes asked for by each read: one read system call
+/// takes in up to a few hundred small frames, and an 8 KiB buffer is
+/// released as soon as the connection goes idle.
+const DEFAULT_READ_CHUNK_SIZE: usize = 8 * 1024;
+
+/// A [`Stream`] of frames decoded from an [`AsyncRead`].
+///
+/// Each item is `Ok(frame)` or the first error, after which the stream ends.
+/// See the [module docs](crate::framed) for why this exists beside
+/// `asynchronous-codec`'s `FramedRead`.
+///
+/// # Behaviour
+///
+/// - **No buffer until data arrives.** A new `FramedRead` holds no buffer;
+///   one is allocated on the first read.
+/// - **Many frames per read.** Everything already buffered is decoded before
+///   the reader is read again, and reads go straight into the buffer the
+///   frames are split off, so a frame is never copied by this type.
+/// - **Released when idle.** When the reader would block and no partial
+///   frame is buffered, the buffer is dropped, so an idle connection holds
+///   none. (Frames already yielded keep their own part of it alive for as
+///   long as they live.)
+/// - **Fused after an error.** The first I/O or decode error is yielded once,
+///   then the stream ends: a client sending garbage cannot make it spin, and
+///   it never decodes past the garbage.
+/// - **End of input.** At EOF, what is left is handed to
+///   [`Decoder::decode_eof`]; a frame cut short is its error (for this
+///   crate's codecs, [`io::ErrorKind::UnexpectedEof`]), then the stream ends.
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use futures::{executor::block_on, io::Cursor, StreamExt};
+/// use std::io::ErrorKind;
+/// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedRead};
+///
+/// // Two frames, then the first two bytes of a third one.
+/// let wire = Cursor::new(b"\x00\x02hi\x00\x00\x00\x05ab".to_vec());
+/// let mut frames = FramedRead::new(wire, LengthDelimitedCodec::new(2));
+/// block_on(async {
+///     assert_eq!(frames.next().await.unwrap()?, Bytes::from("hi"));
+///     assert_eq!(frames.next().await.unwrap()?, Bytes::new());
+///     let error = frames.next().await.unwrap().unwrap_err();
+///     assert_eq!(error.kind(), ErrorKind::UnexpectedEof);
+///     assert!(frames.next().await.is_none());
+///     Ok::<(), std::io::Error>(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[must_use = "streams do nothing unless polled"]
+pub struct FramedRead<R, D> {
+    inner: R,
+    decoder: D,
+    /// Bytes read and not yet decoded; no allocation while empty and idle.
+    buffer: BytesMut,
+    /// How many bytes each read asks for.
+    read_chunk_size: usize,
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Decoding what is buffered, reading more when needed.
+    Reading,
+    /// The reader reached its end: draining the buffer with `decode_eof`.
+    Eof,
+    /// Ended, cleanly or after an error.
+    Done,
+}
+
+impl<R, D> FramedRead<R, D> {
+    /// Creates a stream of the frames `decoder` finds in `inner`.
+    ///
+    /// No buffer is allocated until the stream is polled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
+    ///
+    /// let lines = FramedRead::new(Cursor::new(b"hello\n".to_vec()), LinesCodec::new(80));
+    /// assert_eq!(lines.buffer_capacity(), 0);
+    /// ```
+    pub fn new(inner: R, decoder: D) -> Self {
+        Self {
+            inner,
+            decoder,
+            buffer: BytesMut::new(),
+            read_chunk_size: DEFAULT_READ_CHUNK_SIZE,
+            state: State::Reading,
+        }
+    }
+
+    /// Sets how many bytes each read asks for (at least 1). Defaults to
+    /// 8 KiB.
+    ///
+    /// Larger chunks take in more frames per read system call when clients
+    /// send in bursts; smaller ones make a busy connection's buffer smaller.
+    /// A frame larger than the chunk is simply read in several reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
+    ///
+    /// let mut lines = FramedRead::new(Cursor::new(Vec::new()), LinesCodec::new(80));
+    /// lines.set_read_chunk_size(1024);
+    /// assert_eq!(lines.read_chunk_size(), 1024);
+    /// lines.set_read_chunk_size(0);
+    /// assert_eq!(lines.read_chunk_size(), 1);
+    /// ```
+    pub fn set_read_chunk_size(&mut self, read_chunk_size: usize) {
+        self.read_chunk_size = read_chunk_size.max(1);
+    }
+
+    /// How many bytes each read asks for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
+    ///
+    /// let lines = FramedRead::new(Cursor::new(Vec::new()), LinesCodec::new(80));
+    /// assert_eq!(lines.read_chunk_size(), 8 * 1024);
+    /// ```
+    pub fn read_chunk_size(&self) -> usize {
+        self.read_chunk_size
+    }
+
+    /// The capacity of the read buffer, in bytes: 0 when no buffer is held.
+    ///
+    /// For diagnostics and tests: it shows that an idle connection holds no
+    /// buffer and that a huge declared frame length reserved nothing.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::{executor::block_on, io::Cursor, StreamExt};
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
+    ///
+    /// let mut lines = FramedRead::new(Cursor::new(b"a\nb\n".to_vec()), LinesCodec::new(80));
+    /// assert_eq!(lines.buffer_capacity(), 0);
+    /// assert_eq!(block_on(lines.next()).unwrap()?, "a");
+    /// assert!(lines.buffer_capacity() > 0); // "b\n" is still buffered
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn buffer_capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
+
+    /// The decoder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedRead};
+    ///
+    /// let frames = FramedRead::new(Cursor::new(Vec::new()), LengthDelimitedCodec::new(2));
+    /// assert_eq!(frames.decoder().length_field_length(), 2);
+    /// ```
+    pub fn decoder(&self) -> &D {
+        &self.decoder
+    }
+
+    /// The decoder, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedRead};
+    ///
+    /// let mut frames = FramedRead::new(Cursor::new(Vec::new()), LengthDelimitedCodec::new(2));
+    /// *frames.decoder_mut() = LengthDelimitedCodec::new(4);
+    /// assert_eq!(frames.decoder().length_field_length(), 4);
+    /// ```
+    pub fn decoder_mut(&mut self) -> &mut D {
+        &mut self.decoder
+    }
+
+    /// The underlying reader.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
+    ///
+    /// let lines = FramedRead::new(Cursor::new(vec![1, 2]), LinesCodec::new(80));
+    /// assert_eq!(lines.get_ref().get_ref(), &vec![1, 2]);
+    /// ```
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The underlying reader, mutably. Reading from it directly skips the
+    /// bytes past the frames already buffered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
+    ///
+    /// let mut lines = FramedRead::new(Cursor::new(vec![1, 2]), LinesCodec::new(80));
+    /// lines.get_mut().set_position(1);
+    /// assert_eq!(lines.get_ref().position(), 1);
+    /// ```
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// Gives back the underlying reader, dropping whatever was buffered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::io::Cursor;
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
+    ///
+    /// let lines = FramedRead::new(Cursor::new(vec![1, 2]), LinesCodec::new(80));
+    /// assert_eq!(lines.into_inner().into_inner(), vec![1, 2]);
+    /// ```
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
+    /// Ends the stream, dropping the buffer, and hands back `error` to yield.
+    fn fail<E>(&mut self, error: E) -> Poll<Option<Result<D::Item, E>>>
+    where
+        D: Decoder,
+    {
+        self.state = State::Done;
+        self.buffer = BytesMut::new();
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl<R, D> Stream for FramedRead<R, D>
+where
+    R: AsyncRead + Unpin,
+    D: Decoder + Unpin,
+{
+    type Item = Result<D::Item, D::Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        loop {
+            match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Eof => {
+                    return match this.decoder.decode_eof(&mut this.buffer) {
+                        Ok(Some(item)) => Poll::Ready(Some(Ok(item))),
+                        Ok(None) => {
+                            this.state = State::Done;
+                            this.buffer = BytesMut::new();
+                            Poll::Ready(None)
+                        }
+                        Err(error) => this.fail(error),
+                    };
+                }
+                State::Reading => {}
+            }
+
+            // Decode what is buffered before reading again, so one read
+            // system call serves every frame it brought in.
+            if !this.buffer.is_empty() {
+                match this.decoder.decode(&mut this.buffer) {
+                    Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
+                    Ok(None) => {}
+                    Err(error) => return this.fail(error),
+                }
+            }
+
+            let filled = this.buffer.len();
+            // Zero-filled, because safe code cannot hand uninitialised
+            // memory to `poll_read`; see the module's performance notes.
+            this.buffer.resize(filled + this.read_chunk_size, 0);
+            let read = Pin::new(&mut this.inner).poll_read(cx, &mut this.buffer[filled..]);
+            match read {
+                Poll::Ready(Ok(0)) => {
+                    this.buffer.truncate(filled);
+                    this.state = State::Eof;
+                }
+                Poll::Ready(Ok(n)) => this.buffer.truncate(filled + n.min(this.read_chunk_size)),
+                Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {
+                    this.buffer.truncate(filled);
+                }
+                Poll::Ready(Err(error)) => return this.fail(error.into()),
+                Poll::Pending => {
+                    this.buffer.truncate(filled);
+                    // The burst is over. Without a partial frame to keep,
+                    // give the memory back: idle connections hold no buffer.
+                    if filled == 0 {
+                        this.buffer = BytesMut::new();
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl<R, D> FusedStream for FramedRead<R, D>
+where
+    R: AsyncRead + Unpin,
+    D: Decoder + Unpin,
+{
+    fn is_terminated(&self) -> bool {
+        self.state == State::Done
+    }
+}
+
+impl<R: fmt::Debug, D: fmt::Debug> fmt::Debug for FramedRead<R, D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedRead")
+            .field("inner", &self.inner)
+            .field("decoder", &self.decoder)
+            .field("buffered", &self.buffer.len())
+            .field("buffer_capacity", &self.buffer.capacity())
+            .field("read_chunk_size", &self.read_chunk_size)
+            .field("state", &self.state)
+            .finish()
+    }
+}

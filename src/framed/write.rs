@@ -1,0 +1,314 @@
+//! A sink of frames encoded into an `AsyncWrite`, coalescing small frames.
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use asynchronous_codec::Encoder;
+use bytes::{Buf, BytesMut};
+use futures::io::AsyncWrite;
+use futures::sink::Sink;
+
+/// Default high-water mark of 64 KiB: enough frames to fill a typical socket
+/// send buffer in one write system call, and a bound on what one slow
+/// connection holds before the sink stops accepting frames.
+const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
+
+/// A [`Sink`] of frames encoded into an [`AsyncWrite`].
+///
+/// See the [module docs](crate::framed) for why this exists beside
+/// `asynchronous-codec`'s `FramedWrite`.
+///
+/// # Behaviour
+///
+/// - [`start_send`](Sink::start_send) encodes the frame into a buffer,
+///   allocated when the first frame arrives. Nothing is written yet.
+/// - [`poll_ready`](Sink::poll_ready) writes to the underlying writer only
+///   once the buffer has reached the [high-water
+///   mark](Self::set_high_water_mark), and then until it is below it again.
+///   So many small frames sent in a row leave in a few large writes.
+/// - [`poll_flush`](Sink::poll_flush) writes everything buffered, flushes
+///   the writer, and releases the buffer: an idle connection holds none.
+/// - [`poll_close`](Sink::poll_close) flushes, then closes the writer.
+/// - A writer that accepts 0 bytes is an error of kind
+///   [`io::ErrorKind::WriteZero`].
+///
+/// # Examples
+///
+/// ```
+/// use bytes::Bytes;
+/// use futures::{executor::block_on, SinkExt};
+/// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
+///
+/// let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+/// block_on(async {
+///     frames.feed(Bytes::from("hi")).await?;
+///     frames.feed(Bytes::from("there")).await?;
+///     assert!(frames.get_ref().is_empty()); // both frames are still buffered
+///     frames.flush().await?;
+///     Ok::<(), std::io::Error>(())
+/// })?;
+/// assert_eq!(frames.get_ref(), b"\x00\x02hi\x00\x05there");
+/// assert_eq!(frames.buffer_capacity(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[must_use = "sinks do nothing unless polled"]
+pub struct FramedWrite<W, E> {
+    inner: W,
+    encoder: E,
+    /// Encoded bytes not yet written; no allocation while empty and idle.
+    buffer: BytesMut,
+    high_water_mark: usize,
+}
+
+impl<W, E> FramedWrite<W, E> {
+    /// Creates a sink that encodes frames with `encoder` and writes them to
+    /// `inner`.
+    ///
+    /// No buffer is allocated until the first frame is sent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
+    ///
+    /// let lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// assert_eq!(lines.buffer_capacity(), 0);
+    /// ```
+    pub fn new(inner: W, encoder: E) -> Self {
+        Self {
+            inner,
+            encoder,
+            buffer: BytesMut::new(),
+            high_water_mark: DEFAULT_HIGH_WATER_MARK,
+        }
+    }
+
+    /// Sets how many bytes may be buffered before
+    /// [`poll_ready`](Sink::poll_ready) writes them out. Defaults to 64 KiB.
+    ///
+    /// A frame is always accepted while the buffer is below the mark, so the
+    /// buffer may exceed it by up to one encoded frame.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use futures::{executor::block_on, SinkExt};
+    /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
+    ///
+    /// let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(1));
+    /// frames.set_high_water_mark(3);
+    /// assert_eq!(frames.high_water_mark(), 3);
+    /// block_on(async {
+    ///     frames.feed(Bytes::from("ab")).await?; // 3 bytes buffered: at the mark
+    ///     frames.feed(Bytes::from("c")).await?; // so this one wrote them first
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// assert_eq!(frames.get_ref(), b"\x02ab");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_high_water_mark(&mut self, high_water_mark: usize) {
+        self.high_water_mark = high_water_mark;
+    }
+
+    /// How many bytes may be buffered before
+    /// [`poll_ready`](Sink::poll_ready) writes them out.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
+    ///
+    /// let lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// assert_eq!(lines.high_water_mark(), 64 * 1024);
+    /// ```
+    pub fn high_water_mark(&self) -> usize {
+        self.high_water_mark
+    }
+
+    /// The capacity of the write buffer, in bytes: 0 when no buffer is held.
+    ///
+    /// For diagnostics and tests: it shows that a flushed connection holds no
+    /// buffer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::{executor::block_on, SinkExt};
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
+    ///
+    /// let mut lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// block_on(lines.feed("hello".to_string()))?;
+    /// assert!(lines.buffer_capacity() >= 6);
+    /// block_on(lines.flush())?;
+    /// assert_eq!(lines.buffer_capacity(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn buffer_capacity(&self) -> usize {
+        self.buffer.capacity()
+    }
+
+    /// How many encoded bytes wait to be written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::{executor::block_on, SinkExt};
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
+    ///
+    /// let mut lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// block_on(lines.feed("hello".to_string()))?;
+    /// assert_eq!(lines.buffered_len(), 6);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn buffered_len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// The encoder.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
+    ///
+    /// let frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+    /// assert_eq!(frames.encoder().length_field_length(), 2);
+    /// ```
+    pub fn encoder(&self) -> &E {
+        &self.encoder
+    }
+
+    /// The encoder, mutably.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
+    ///
+    /// let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+    /// *frames.encoder_mut() = LengthDelimitedCodec::new(4);
+    /// assert_eq!(frames.encoder().length_field_length(), 4);
+    /// ```
+    pub fn encoder_mut(&mut self) -> &mut E {
+        &mut self.encoder
+    }
+
+    /// The underlying writer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
+    ///
+    /// let lines = FramedWrite::new(vec![1u8], LinesCodec::new(80));
+    /// assert_eq!(lines.get_ref(), &vec![1u8]);
+    /// ```
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The underlying writer, mutably. Writing to it directly puts bytes
+    /// before the frames still buffered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
+    ///
+    /// let mut lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// lines.get_mut().push(b'!');
+    /// assert_eq!(lines.get_ref(), b"!");
+    /// ```
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// Gives back the underlying writer, dropping what was not yet written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
+    ///
+    /// let lines = FramedWrite::new(vec![1u8], LinesCodec::new(80));
+    /// assert_eq!(lines.into_inner(), vec![1u8]);
+    /// ```
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: AsyncWrite + Unpin, E> FramedWrite<W, E> {
+    /// Writes from the buffer until at most `keep` bytes are left in it.
+    fn poll_write_until(&mut self, cx: &mut Context<'_>, keep: usize) -> Poll<io::Result<()>> {
+        while self.buffer.len() > keep {
+            match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffer)) {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "failed to write frames to the connection",
+                    )));
+                }
+                Ok(n) => self.buffer.advance(n.min(self.buffer.len())),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => return Poll::Ready(Err(error)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Writes everything buffered, releases the buffer and flushes the writer.
+    fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_until(cx, 0))?;
+        // Everything is written: an idle connection keeps no buffer.
+        self.buffer = BytesMut::new();
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+}
+
+impl<'a, W, E> Sink<E::Item<'a>> for FramedWrite<W, E>
+where
+    W: AsyncWrite + Unpin,
+    E: Encoder + Unpin,
+{
+    type Error = E::Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E::Error>> {
+        let this = self.get_mut();
+        if this.buffer.len() < this.high_water_mark {
+            return Poll::Ready(Ok(()));
+        }
+        let keep = this.high_water_mark.saturating_sub(1);
+        this.poll_write_until(cx, keep).map_err(Into::into)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: E::Item<'a>) -> Result<(), E::Error> {
+        let this = self.get_mut();
+        this.encoder.encode(item, &mut this.buffer)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E::Error>> {
+        self.get_mut().poll_flush_all(cx).map_err(Into::into)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E::Error>> {
+        let this = self.get_mut();
+        ready!(this.poll_flush_all(cx))?;
+        Pin::new(&mut this.inner).poll_close(cx).map_err(Into::into)
+    }
+}
+
+impl<W: fmt::Debug, E: fmt::Debug> fmt::Debug for FramedWrite<W, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FramedWrite")
+            .field("inner", &self.inner)
+            .field("encoder", &self.encoder)
+            .field("buffered", &self.buffer.len())
+            .field("buffer_capacity", &self.buffer.capacity())
+            .field("high_water_mark", &self.high_water_mark)
+            .finish()
+    }
+}

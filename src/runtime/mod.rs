@@ -1,0 +1,74 @@
+//! Adapters that turn a runtime's TCP listener into a stream of connections.
+//!
+//! The multiplexer is built on the `futures` traits only and runs on any
+//! executor. What differs between runtimes is how connections are accepted:
+//! each adapter here takes one runtime's listener and gives an owned,
+//! `'static` [`Stream`](futures::Stream) of `io::Result<connection>`, where
+//! the connection is a `futures::io` [`AsyncRead`](futures::io::AsyncRead) +
+//! [`AsyncWrite`](futures::io::AsyncWrite) that
+//! [`HalvesStream`](crate::HalvesStream) frames.
+//!
+//! There is one module per runtime, each behind a cargo feature of the same
+//! name, so that an application compiles only its own runtime:
+//!
+//! | module    | feature            | listener                        |
+//! |-----------|--------------------|---------------------------------|
+//! | [`smol`]  | `smol` (default)   | `async_net::TcpListener`        |
+//!
+//! An adapter is the only place that uses a runtime's timer: when accepting
+//! fails because the process or system is out of file descriptors or
+//! memory, it waits a moment before accepting again rather than spinning on
+//! an accept that keeps failing. Every failed accept is still yielded, for
+//! the multiplexer to count.
+
+#[cfg(feature = "smol")]
+pub mod smol;
+
+/// Whether a failed accept means the process or the system ran out of a
+/// resource (file descriptors, socket buffers, memory), so that accepting
+/// again at once would fail again.
+#[cfg_attr(not(feature = "smol"), allow(dead_code))]
+pub(crate) fn is_resource_exhaustion(error: &std::io::Error) -> bool {
+    if error.kind() == std::io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    let Some(code) = error.raw_os_error() else {
+        return false;
+    };
+    errno::RESOURCE_EXHAUSTION.contains(&code)
+}
+
+/// The `errno` values of resource exhaustion, per platform, without a
+/// dependency on `libc`: EMFILE, ENFILE, ENOBUFS, ENOMEM.
+#[cfg_attr(not(feature = "smol"), allow(dead_code))]
+mod errno {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[24, 23, 105, 12];
+
+    #[cfg(any(
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly"
+    ))]
+    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[24, 23, 55, 12];
+
+    // WSAEMFILE, WSAENOBUFS.
+    #[cfg(windows)]
+    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[10024, 10055];
+
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "netbsd",
+        target_os = "openbsd",
+        target_os = "dragonfly",
+        windows
+    )))]
+    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[];
+}

@@ -1,0 +1,196 @@
+//! The smol adapter: async-net listeners as streams of connections.
+//!
+//! Needs the `smol` feature (on by default). The connections are
+//! [`async_net::TcpStream`]s, which are `Clone`, so
+//! [`HalvesStream`](crate::HalvesStream) splits them into halves without a
+//! lock.
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use async_io::{Async, Timer};
+use async_net::{TcpListener, TcpStream};
+use futures::Stream;
+use futures::stream::FusedStream;
+
+use super::is_resource_exhaustion;
+
+/// How long to wait before accepting again after the process or system ran
+/// out of file descriptors or memory: long enough for some connections to
+/// close and give theirs back, short enough that clients waiting in the
+/// listen backlog hardly notice.
+const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Turns a listener into an owned, `'static` stream of accepted
+/// connections, for [`HalvesStream`](crate::HalvesStream).
+///
+/// Unlike [`TcpListener::incoming`], the stream owns the listener (nothing
+/// is borrowed, so it can be handed to a spawned task) and allocates nothing
+/// per accept beyond the connection itself. Each accepted connection has
+/// `TCP_NODELAY` set: the multiplexer writes each batch of frames in one
+/// write, and Nagle's algorithm would hold a small frame back for up to one
+/// round trip (tens of milliseconds when it meets delayed ACKs) waiting for
+/// more.
+///
+/// A failed accept is yielded as an `Err`, for the multiplexer to count;
+/// the stream goes on. When the failure is resource exhaustion (out of file
+/// descriptors — `EMFILE`, `ENFILE` — or of memory — `ENOBUFS`, `ENOMEM`),
+/// the stream waits 50 ms before accepting again instead of spinning on an
+/// accept that would fail again at once. The stream never ends.
+///
+/// # Examples
+///
+/// ```
+/// use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+/// use stream_multiplexer::runtime::smol::incoming;
+///
+/// smol::block_on(async {
+///     let listener = async_net::TcpListener::bind("127.0.0.1:0").await?;
+///     let address = listener.local_addr()?;
+///     let mut connections = incoming(listener);
+///
+///     let mut client = async_net::TcpStream::connect(address).await?;
+///     let mut server = connections.next().await.unwrap()?;
+///     assert!(server.nodelay()?);
+///
+///     client.write_all(b"ping").await?;
+///     let mut received = [0; 4];
+///     server.read_exact(&mut received).await?;
+///     assert_eq!(&received, b"ping");
+///     Ok::<(), std::io::Error>(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn incoming(listener: TcpListener) -> Incoming {
+    Incoming {
+        listener: listener.into(),
+        backoff: None,
+    }
+}
+
+/// Creates a listener bound to `address` with a listen backlog of
+/// `backlog` connections.
+///
+/// The listen backlog holds the connections the kernel has completed but
+/// the server has not accepted yet. `std` (and so `async-net`) asks for 128,
+/// which overflows when thousands of clients connect at once: the kernel
+/// then drops their handshakes and they retry after a second or more. The
+/// kernel caps the value (`net.core.somaxconn` on Linux, 4096 by default
+/// on recent kernels). The address is bound with `SO_REUSEADDR` on Unix, as
+/// `std` does, so a restarted server can bind at once.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::runtime::smol::{bind, incoming};
+///
+/// let listener = bind("127.0.0.1:0".parse().unwrap(), 4096)?;
+/// assert!(listener.local_addr()?.port() != 0);
+/// let _connections = incoming(listener);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    // The kernel caps the backlog anyway; saturate rather than wrap.
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    let listener: StdTcpListener = socket.into();
+    TcpListener::try_from(listener)
+}
+
+/// The stream returned by [`incoming`]: accepted connections, or the error
+/// of a failed accept.
+///
+/// It never ends; [`FusedStream::is_terminated`] is always `false`.
+#[must_use = "streams do nothing unless polled"]
+pub struct Incoming {
+    listener: Arc<Async<StdTcpListener>>,
+    /// Set after a resource-exhaustion error: no accept until it fires.
+    backoff: Option<Timer>,
+}
+
+impl Incoming {
+    /// The local address the listener is bound to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::runtime::smol::incoming;
+    ///
+    /// smol::block_on(async {
+    ///     let listener = async_net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let address = listener.local_addr()?;
+    ///     assert_eq!(incoming(listener).local_addr()?, address);
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.get_ref().local_addr()
+    }
+
+    /// Accepts one connection without blocking, as a non-blocking async-net
+    /// stream with `TCP_NODELAY` set.
+    fn try_accept(&self) -> io::Result<TcpStream> {
+        let (stream, _peer) = self.listener.get_ref().accept()?;
+        stream.set_nodelay(true)?;
+        Ok(TcpStream::from(Async::new(stream)?))
+    }
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<TcpStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(timer) = &mut this.backoff {
+            ready!(Pin::new(timer).poll(cx));
+            this.backoff = None;
+        }
+        loop {
+            match this.try_accept() {
+                Ok(stream) => return Poll::Ready(Some(Ok(stream))),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    // Readiness may be stale (another task accepted the
+                    // connection first): try again once it is reported.
+                    ready!(this.listener.poll_readable(cx))?;
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) => {
+                    if is_resource_exhaustion(&error) {
+                        this.backoff = Some(Timer::after(EXHAUSTION_BACKOFF));
+                    }
+                    return Poll::Ready(Some(Err(error)));
+                }
+            }
+        }
+    }
+}
+
+impl FusedStream for Incoming {
+    fn is_terminated(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", &self.listener)
+            .field("backing_off", &self.backoff.is_some())
+            .finish()
+    }
+}
