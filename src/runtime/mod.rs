@@ -14,6 +14,8 @@
 //! | module    | feature            | listener                        |
 //! |-----------|--------------------|---------------------------------|
 //! | [`smol`]  | `smol` (default)   | `async_net::TcpListener`        |
+//! | [`async_std`] | `async-std`    | `async_std::net::TcpListener`   |
+//! | [`tokio`] | `tokio`            | `tokio::net::TcpListener`       |
 //!
 //! An adapter is the only place that uses a runtime's timer: when accepting
 //! fails because the process or system is out of file descriptors or
@@ -21,13 +23,20 @@
 //! an accept that keeps failing. Every failed accept is still yielded, for
 //! the multiplexer to count.
 
+#[cfg(feature = "async-std")]
+pub mod async_std;
 #[cfg(feature = "smol")]
 pub mod smol;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 
 /// Whether a failed accept means the process or the system ran out of a
 /// resource (file descriptors, socket buffers, memory), so that accepting
 /// again at once would fail again.
-#[cfg_attr(not(feature = "smol"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "smol", feature = "async-std", feature = "tokio")),
+    allow(dead_code)
+)]
 pub(crate) fn is_resource_exhaustion(error: &std::io::Error) -> bool {
     if error.kind() == std::io::ErrorKind::OutOfMemory {
         return true;
@@ -40,7 +49,10 @@ pub(crate) fn is_resource_exhaustion(error: &std::io::Error) -> bool {
 
 /// The `errno` values of resource exhaustion, per platform, without a
 /// dependency on `libc`: EMFILE, ENFILE, ENOBUFS, ENOMEM.
-#[cfg_attr(not(feature = "smol"), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "smol", feature = "async-std", feature = "tokio")),
+    allow(dead_code)
+)]
 mod errno {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[24, 23, 105, 12];

@@ -1,0 +1,141 @@
+//! The async-std adapter: async-std listeners as streams of connections.
+//!
+//! Needs the `async-std` feature. async-std's [`TcpStream`] implements the
+//! `futures::io` traits and is `Clone`, so
+//! [`HalvesStream`](crate::HalvesStream) splits it without a lock.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use async_std::net::{TcpListener, TcpStream};
+use futures::Stream;
+use futures::future::BoxFuture;
+use futures::stream::FusedStream;
+
+use super::is_resource_exhaustion;
+
+/// How long to wait before accepting again after the process or system ran
+/// out of file descriptors or memory: long enough for some connections to
+/// close, short enough that waiting clients hardly notice.
+const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Turns an async-std listener into an owned, `'static` stream of accepted
+/// connections, for [`HalvesStream`](crate::HalvesStream).
+///
+/// Each connection has `TCP_NODELAY` set, so that a small frame is not held
+/// back by Nagle's algorithm. A failed accept is yielded as an `Err`, for
+/// the multiplexer to count, and the stream goes on; after resource
+/// exhaustion (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) it waits 50 ms on
+/// async-std's timer before accepting again, instead of spinning. The
+/// stream never ends.
+///
+/// async-std offers accepting only as a borrowing `async fn`, so each
+/// accept is one boxed future holding a reference count on the listener:
+/// one small allocation per connection.
+///
+/// # Examples
+///
+/// ```
+/// use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+/// use stream_multiplexer::runtime::async_std::incoming;
+///
+/// async_std::task::block_on(async {
+///     let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await?;
+///     let address = listener.local_addr()?;
+///     let mut connections = incoming(listener);
+///
+///     let mut client = async_std::net::TcpStream::connect(address).await?;
+///     let mut server = connections.next().await.unwrap()?;
+///     client.write_all(b"ping").await?;
+///     let mut received = [0; 4];
+///     server.read_exact(&mut received).await?;
+///     assert_eq!(&received, b"ping");
+///     Ok::<(), std::io::Error>(())
+/// })?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn incoming(listener: TcpListener) -> Incoming {
+    Incoming {
+        listener: Arc::new(listener),
+        accept: None,
+        backoff: None,
+    }
+}
+
+/// The stream returned by [`incoming`].
+#[must_use = "streams do nothing unless polled"]
+pub struct Incoming {
+    listener: Arc<TcpListener>,
+    /// The accept in progress.
+    accept: Option<BoxFuture<'static, io::Result<TcpStream>>>,
+    /// Set after a resource-exhaustion error: no accept until it fires.
+    backoff: Option<BoxFuture<'static, ()>>,
+}
+
+impl Incoming {
+    /// The local address the listener is bound to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// async_std::task::block_on(async {
+    ///     let listener = async_std::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let address = listener.local_addr()?;
+    ///     let connections = stream_multiplexer::runtime::async_std::incoming(listener);
+    ///     assert_eq!(connections.local_addr()?, address);
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<TcpStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(backoff) = &mut this.backoff {
+            ready!(backoff.as_mut().poll(cx));
+            this.backoff = None;
+        }
+        let accept = this.accept.get_or_insert_with(|| {
+            let listener = Arc::clone(&this.listener);
+            Box::pin(async move {
+                let (stream, _peer) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok(stream)
+            })
+        });
+        let accepted = ready!(accept.as_mut().poll(cx));
+        this.accept = None;
+        if let Err(error) = &accepted
+            && is_resource_exhaustion(error)
+        {
+            this.backoff = Some(Box::pin(async_std::task::sleep(EXHAUSTION_BACKOFF)));
+        }
+        Poll::Ready(Some(accepted))
+    }
+}
+
+impl FusedStream for Incoming {
+    fn is_terminated(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", &self.listener)
+            .field("backing_off", &self.backoff.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,244 @@
+//! The tokio adapter: tokio listeners as streams of futures-io connections.
+//!
+//! Needs the `tokio` feature. Tokio's I/O traits are its own; the adapter
+//! wraps each accepted [`tokio::net::TcpStream`] in a [`TcpStream`] that
+//! implements the `futures::io` traits (through tokio-util's compat layer)
+//! and splits into tokio's owned halves, with no lock between them.
+//!
+//! # Channels
+//!
+//! Any `Sink` works as a channel. To hand a tokio application's consumers
+//! `tokio::sync::mpsc` receivers, wrap each sender in
+//! [`tokio_util::sync::PollSender`], which is a `Sink`:
+//!
+//! ```
+//! use tokio::sync::mpsc;
+//! use tokio_util::sync::PollSender;
+//! use stream_multiplexer::{IncomingPacket, Multiplexer, OutgoingPacket};
+//!
+//! let (lobby, _lobby_rx) = mpsc::channel::<IncomingPacket<u8>>(32);
+//! let (_outgoing_tx, outgoing) = futures::channel::mpsc::channel::<OutgoingPacket<u8>>(32);
+//! let multiplexer = Multiplexer::new(128, outgoing, vec![PollSender::new(lobby)]);
+//! # let _ = multiplexer;
+//! ```
+//!
+//! The outgoing and control streams can be `tokio::sync::mpsc` receivers
+//! wrapped in `tokio_stream::wrappers::ReceiverStream`, or
+//! `futures::channel::mpsc` receivers, which work on every runtime.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures::Stream;
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::stream::FusedStream;
+use tokio::net::TcpListener;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::time::Sleep;
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+
+use super::is_resource_exhaustion;
+use crate::IntoHalves;
+
+/// How long to wait before accepting again after the process or system ran
+/// out of file descriptors or memory: long enough for some connections to
+/// close, short enough that waiting clients hardly notice.
+const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Turns a tokio listener into an owned, `'static` stream of accepted
+/// connections, for [`HalvesStream`](crate::HalvesStream).
+///
+/// Each connection has `TCP_NODELAY` set, so that a small frame is not held
+/// back by Nagle's algorithm. A failed accept is yielded as an `Err`, for
+/// the multiplexer to count, and the stream goes on; after resource
+/// exhaustion (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) it waits 50 ms on
+/// tokio's timer before accepting again, instead of spinning. The stream
+/// never ends. It must be polled inside a tokio runtime with I/O and time
+/// enabled.
+///
+/// # Examples
+///
+/// ```
+/// use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+/// use stream_multiplexer::runtime::tokio::incoming;
+///
+/// # fn main() -> std::io::Result<()> {
+/// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+/// runtime.block_on(async {
+///     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+///     let address = listener.local_addr()?;
+///     let mut connections = incoming(listener);
+///
+///     let mut client = tokio::net::TcpStream::connect(address).await?;
+///     let mut server = connections.next().await.unwrap()?;
+///     tokio::io::AsyncWriteExt::write_all(&mut client, b"ping").await?;
+///     let mut received = [0; 4];
+///     server.read_exact(&mut received).await?;
+///     assert_eq!(&received, b"ping");
+///     Ok(())
+/// })
+/// # }
+/// ```
+pub fn incoming(listener: TcpListener) -> Incoming {
+    Incoming {
+        listener,
+        backoff: None,
+    }
+}
+
+/// The stream returned by [`incoming`].
+#[must_use = "streams do nothing unless polled"]
+pub struct Incoming {
+    listener: TcpListener,
+    /// Set after a resource-exhaustion error: no accept until it fires.
+    backoff: Option<Pin<Box<Sleep>>>,
+}
+
+impl Incoming {
+    /// The local address the listener is bound to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> std::io::Result<()> {
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// runtime.block_on(async {
+    ///     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    ///     let address = listener.local_addr()?;
+    ///     let connections = stream_multiplexer::runtime::tokio::incoming(listener);
+    ///     assert_eq!(connections.local_addr()?, address);
+    ///     Ok(())
+    /// })
+    /// # }
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Stream for Incoming {
+    type Item = io::Result<TcpStream>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(backoff) = &mut this.backoff {
+            ready!(backoff.as_mut().poll(cx));
+            this.backoff = None;
+        }
+        let accepted = ready!(this.listener.poll_accept(cx)).and_then(|(stream, _peer)| {
+            stream.set_nodelay(true)?;
+            Ok(TcpStream {
+                inner: stream.compat(),
+            })
+        });
+        if let Err(error) = &accepted
+            && is_resource_exhaustion(error)
+        {
+            this.backoff = Some(Box::pin(tokio::time::sleep(EXHAUSTION_BACKOFF)));
+        }
+        Poll::Ready(Some(accepted))
+    }
+}
+
+impl FusedStream for Incoming {
+    fn is_terminated(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Incoming")
+            .field("listener", &self.listener)
+            .field("backing_off", &self.backoff.is_some())
+            .finish()
+    }
+}
+
+/// An accepted tokio connection, as a `futures::io` reader and writer.
+///
+/// [`IntoHalves`] splits it into tokio's owned halves, so the multiplexer's
+/// reads and writes take no lock.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::IntoHalves;
+/// use stream_multiplexer::runtime::tokio::TcpStream;
+///
+/// fn split(connection: TcpStream) {
+///     let (_read, _write) = connection.into_halves();
+/// }
+/// ```
+#[derive(Debug)]
+pub struct TcpStream {
+    inner: Compat<tokio::net::TcpStream>,
+}
+
+impl TcpStream {
+    /// The tokio stream inside.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::runtime::tokio::TcpStream;
+    ///
+    /// fn peer(connection: &TcpStream) -> std::io::Result<std::net::SocketAddr> {
+    ///     connection.get_ref().peer_addr()
+    /// }
+    /// ```
+    pub fn get_ref(&self) -> &tokio::net::TcpStream {
+        self.inner.get_ref()
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+impl IntoHalves for TcpStream {
+    type Read = Compat<OwnedReadHalf>;
+    type Write = Compat<OwnedWriteHalf>;
+
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        let (read, write) = self.inner.into_inner().into_split();
+        (read.compat(), write.compat_write())
+    }
+}
