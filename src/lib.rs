@@ -1,7 +1,165 @@
-//! Multiplex many framed connections into channels, each with its own
-//! backpressure, on any async runtime.
+//! This crate provides stream multiplexing with channels.
 //!
-//! (Crate documentation with the seed's example comes with the core.)
+//! A server holds many client connections at once. The multiplexer gives
+//! each one a [`StreamId`] and puts it in a *channel* (channel 0 at first).
+//! Everything read from the connections of channel *k* goes, in order, into
+//! channel *k*'s consumer — any [`Sink`](futures::Sink) of
+//! [`IncomingPacket`]s. The application answers through one stream of
+//! [`OutgoingPacket`]s: send values to one or many connections, move
+//! connections to another channel, or close them. A [`ControlMessage`]
+//! stream stops the whole thing.
+//!
+//! Channels have their own backpressure that does not affect other
+//! channels: a consumer that stops reading stalls only the connections of
+//! its channel. A client that stops reading stalls nobody: its outgoing
+//! backlog is bounded, and when it overflows that client is disconnected.
+//! A typical use is a game or chat server where channel 0 is the lobby of
+//! unauthenticated connections and channel 1 the players, so that a flood of
+//! anonymous connections cannot slow down the players.
+//!
+//! It is built on the `futures` traits only and runs on any executor; the
+//! [`runtime`] module has small adapters for the listeners of smol (default
+//! feature `smol`), async-std (`async-std`) and tokio (`tokio`).
+//!
+//! # Example
+//!
+//! The example of the crate this one descends from, on smol: three channels,
+//! one client moved from channel 0 to 1 to 2, then a shutdown.
+//!
+//! ```
+//! use bytes::Bytes;
+//! use futures::channel::mpsc;
+//! use futures::{AsyncWriteExt, SinkExt, StreamExt};
+//! use stream_multiplexer::runtime::smol::incoming;
+//! use stream_multiplexer::{ControlMessage, HalvesStream, IncomingPacket, Multiplexer, OutgoingPacket};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//! // 3 channels of incoming streams, 0 is the channel that new streams join.
+//! // Backpressure is per channel. Streams can be moved between channels by
+//! // sending an OutgoingPacket::ChangeChannel message.
+//! let (channel0_tx, mut channel0_rx) = mpsc::channel(32);
+//! let (channel1_tx, mut channel1_rx) = mpsc::channel(32);
+//! let (channel2_tx, mut channel2_rx) = mpsc::channel(32);
+//!
+//! // A Stream for outgoing messages.
+//! let (mut outgoing_tx, outgoing_rx) = mpsc::channel::<OutgoingPacket<Bytes>>(32);
+//!
+//! // Construct the multiplexer, giving it the OutgoingPacket stream, and a vector of incoming
+//! // streams. The backlog controls how much of an internal buffer each WriteHalf (TcpSocket in this example) can have.
+//! let outgoing_streams_backlog = 128;
+//! let multiplexer = Multiplexer::new(
+//!     outgoing_streams_backlog,
+//!     outgoing_rx,
+//!     vec![channel0_tx, channel1_tx, channel2_tx],
+//! );
+//!
+//! // Bind to a random port on localhost
+//! let socket = async_net::TcpListener::bind("127.0.0.1:0").await?;
+//!
+//! let local_addr = socket.local_addr()?;
+//!
+//! // Use the HalvesStream utility struct to map the stream of new sockets.
+//! // It will use a length-delimited codec with 2 bytes as the packet size.
+//! let halves = HalvesStream::new(incoming(socket), 2);
+//!
+//! // Control channel for shutting down the multiplexer
+//! let (control_write, control_read) = mpsc::unbounded();
+//! let mp_joinhandle = smol::spawn(multiplexer.run(halves, control_read));
+//!
+//! // Make a test connection:
+//! let mut client = async_net::TcpStream::connect(local_addr).await?;
+//!
+//! // Listen for the channel join announcement
+//! let message = channel0_rx.next().await.expect("Should have connected.");
+//! matches::assert_matches!(message, IncomingPacket::StreamConnected(_));
+//!
+//! // Send 'a message'
+//! client.write_all(b"\x00\x09a message").await?;
+//! client.flush().await?;
+//!
+//! // Receive 'a message' on channel 0
+//! let incoming_packet = channel0_rx.next().await.unwrap();
+//! assert_eq!(
+//!     incoming_packet
+//!         .value()
+//!         .expect("should have a value")
+//!         .as_ref()
+//!         .unwrap(),
+//!     &Bytes::from("a message")
+//! );
+//!
+//! // Move the client to channel 1
+//! outgoing_tx
+//!     .send(OutgoingPacket::ChangeChannel(vec![incoming_packet.id()], 1))
+//!     .await?;
+//!
+//! // Listen for the channel join announcement
+//! let message = channel1_rx.next().await.expect("Should have connected.");
+//! matches::assert_matches!(message, IncomingPacket::StreamConnected(_));
+//!
+//! // Send 'a message' again, on channel 1 this time.
+//! client.write_all(b"\x00\x09a message").await?;
+//! client.flush().await?;
+//!
+//! // Receive 'a message' on channel 1
+//! let incoming_packet = channel1_rx.next().await.unwrap();
+//! assert_eq!(
+//!     incoming_packet
+//!         .value()
+//!         .expect("should have a value")
+//!         .as_ref()
+//!         .unwrap(),
+//!     &Bytes::from("a message")
+//! );
+//!
+//! // Move the client to channel 2
+//! outgoing_tx
+//!     .send(OutgoingPacket::ChangeChannel(vec![incoming_packet.id()], 2))
+//!     .await?;
+//!
+//! // Listen for the channel join announcement
+//! let message = channel2_rx.next().await.expect("Should have connected.");
+//! matches::assert_matches!(message, IncomingPacket::StreamConnected(_));
+//!
+//! // Send 'a message' again, on channel 2 this time.
+//! client.write_all(b"\x00\x09a message").await?;
+//! client.flush().await?;
+//!
+//! // Receive 'a message' on channel 2
+//! let incoming_packet = channel2_rx.next().await.unwrap();
+//! assert_eq!(
+//!     incoming_packet
+//!         .value()
+//!         .expect("should have a value")
+//!         .as_ref()
+//!         .unwrap(),
+//!     &Bytes::from("a message")
+//! );
+//!
+//! // Tell multiplexer to shut down
+//! control_write.unbounded_send(ControlMessage::Shutdown)?;
+//!
+//! mp_joinhandle.await.unwrap();
+//! # Ok(())
+//! # })
+//! # }
+//! ```
+//!
+//! # Guarantees
+//!
+//! * For every visit of a stream to a channel, the consumer sees
+//!   [`StreamConnected`](IncomingPacket::StreamConnected), then the stream's
+//!   messages in the order they were read, then exactly one
+//!   [`StreamDisconnected`](IncomingPacket::StreamDisconnected) with its
+//!   [`DisconnectReason`] — also across moves between channels.
+//! * Outgoing packets take effect in the order they are sent: a `Message`
+//!   followed by a `Shutdown` delivers the message, then closes.
+//! * Nothing from the network ends [`Run`] or makes it panic; what is not
+//!   delivered is counted in [`Stats`].
+//! * Memory is bounded: each stream's outgoing backlog holds at most
+//!   `sender_buffer_size` values, frames are capped by the codec's maximum
+//!   length, and idle connections hold no buffers.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
