@@ -49,11 +49,11 @@ const WRITERS_PER_POLL: usize = 1024;
 /// 1. read the control stream (one message);
 /// 2. accept up to 64 connections;
 /// 3. apply outgoing packets, up to 16 Ki values queued to streams;
-/// 4. for each channel whose sink has room: hand over waiting
+/// 4. write to up to 1,024 streams whose sinks were woken or that have
+///    values queued;
+/// 5. for each channel whose sink has room: hand over waiting
 ///    announcements, then read up to 4 Ki frames from the streams whose
-///    readers were woken, 64 at most from one stream per turn;
-/// 5. write to up to 1,024 streams whose sinks were woken or that have
-///    values queued.
+///    readers were woken, 64 at most from one stream per turn.
 ///
 /// Nothing is scanned: each reader and writer has its own waker, which queues
 /// its stream for step 4 or 5 (see the `wake` module), so idle connections
@@ -76,8 +76,11 @@ where
     channels: Vec<Channel<Ch, R::Item>>,
     streams: Registry<W, R, V>,
     hub: Arc<WakeHub>,
-    /// Keys of writers to pump, drained from the hub.
+    /// Keys of writers to pump: drained from the hub (woken by their sinks)
+    /// or pushed directly when values are queued to an idle writer.
     writers_ready: Vec<usize>,
+    /// The writers being pumped in this poll (kept to reuse its allocation).
+    writers_pumping: Vec<usize>,
     /// A message not yet queued to all its recipients: the poll's budget
     /// ran out, or a recipient was full under [`BacklogPolicy::Wait`].
     unfinished: Option<Unfinished<V>>,
@@ -136,6 +139,7 @@ where
             streams: Registry::new(),
             hub,
             writers_ready: Vec::new(),
+            writers_pumping: Vec::new(),
             unfinished: None,
             at_capacity: false,
             streams_closed: false,
@@ -313,7 +317,9 @@ where
                 }
                 self.close_now(key, DisconnectReason::BacklogFull);
             } else {
-                connection.writer.enqueue(message.values.iter().cloned());
+                if connection.writer.enqueue(message.values.iter().cloned()) {
+                    self.writers_ready.push(key);
+                }
             }
             *budget = budget.saturating_sub(count);
             message.next += 1;
@@ -387,7 +393,7 @@ where
         self.stats.stream_closed();
     }
 
-    /// Step 4: for every channel, hand waiting announcements to its sink,
+    /// Step 5: for every channel, hand waiting announcements to its sink,
     /// then read from its ready streams while the sink has room (SPEC §4.5).
     /// Returns whether a budget ran out.
     fn pump_channels(&mut self, cx: &mut Context<'_>) -> bool {
@@ -457,15 +463,16 @@ where
         }
     }
 
-    /// Step 5: write queued values to the streams whose writers are ready.
+    /// Step 4: write queued values to the streams whose writers are ready.
     /// Returns whether its budget ran out.
     fn pump_writers(&mut self) -> (bool, usize) {
         let queue = self.writers_queue();
         self.hub.drain_into(queue, &mut self.writers_ready);
         let take = self.writers_ready.len().min(WRITERS_PER_POLL);
         let mut total = 0;
-        let ready: Vec<usize> = self.writers_ready.drain(..take).collect();
-        for key in ready {
+        let mut pumping = std::mem::take(&mut self.writers_pumping);
+        pumping.extend(self.writers_ready.drain(..take));
+        for &key in &pumping {
             let Some(connection) = self.streams.get_mut(key) else {
                 continue;
             };
@@ -480,6 +487,8 @@ where
                 WriteOutcome::Failed => self.close_now(key, DisconnectReason::Linkdead),
             }
         }
+        pumping.clear();
+        self.writers_pumping = pumping;
         (!self.writers_ready.is_empty(), total)
     }
 
@@ -585,9 +594,11 @@ where
         }
         more |= this.accept(cx);
         more |= this.apply_outgoing(cx);
-        more |= this.pump_channels(cx);
+        // Writers before channels: a writer that fails announces its
+        // stream's departure, which the channel step then hands over.
         let (writers_left, written) = this.pump_writers();
         more |= writers_left;
+        more |= this.pump_channels(cx);
         // Room made by the writers lets a waiting message go on.
         more |= written > 0 && this.unfinished.is_some();
         // A stream that left makes room under `max_streams`.

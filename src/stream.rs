@@ -74,6 +74,11 @@ pub(crate) enum WriteOutcome {
 /// stream with a deep backlog cannot hold up the others.
 const VALUES_PER_TURN: usize = 256;
 
+/// The backlog capacity a writer keeps once its backlog is empty: enough for
+/// the usual trickle of values without reallocating, small enough that ten
+/// thousand idle connections hold little.
+const IDLE_BACKLOG_CAPACITY: usize = 4;
+
 impl<W, V> Writer<W, V> {
     pub(crate) fn new(sink: W, wakeup: Wakeup) -> Self {
         Self {
@@ -90,10 +95,14 @@ impl<W, V> Writer<W, V> {
         self.backlog.len()
     }
 
-    /// Queues values and makes sure the writer will be pumped.
-    pub(crate) fn enqueue(&mut self, values: impl IntoIterator<Item = V>) {
+    /// Queues values. Returns whether the writer was idle, in which case
+    /// the caller must schedule it: a writer with values queued is always
+    /// either scheduled already or waiting for its sink's wake-up.
+    #[must_use]
+    pub(crate) fn enqueue(&mut self, values: impl IntoIterator<Item = V>) -> bool {
+        let was_idle = self.backlog.is_empty();
         self.backlog.extend(values);
-        self.wakeup.wake();
+        was_idle
     }
 
     /// Asks the writer to flush what is queued and then close its sink.
@@ -130,6 +139,11 @@ impl<W, V> Writer<W, V> {
             }
             written += 1;
             self.unflushed = true;
+        }
+        if self.backlog.capacity() > IDLE_BACKLOG_CAPACITY {
+            // A burst is over: give its memory back (SPEC §5, memory per
+            // idle connection).
+            self.backlog.shrink_to(IDLE_BACKLOG_CAPACITY);
         }
         if self.unflushed {
             match sink.as_mut().poll_flush(&mut cx) {
