@@ -22,6 +22,10 @@
 //! connections and bad input on stderr. Ctrl-C stops it; the system then
 //! closes every connection.
 //!
+//! A client should keep its sending side open while it wants replies (no
+//! `nc -N` or `nc -q`): the multiplexer closes a connection as soon as its
+//! reading side ends, with whatever had not been written to it yet.
+//!
 //! # Why two channels
 //!
 //! The lobby and the rooms are different channels of one
@@ -34,12 +38,13 @@
 //!
 //! # Bad input and memory
 //!
-//! The server's memory stays bounded whatever clients send: a connection
-//! buffers at most one 4 KiB line (plus one read), queues at most
-//! [`BACKLOG_PER_CLIENT`] lines for its client (a client that stops reading
-//! is disconnected when that overflows, and nobody else waits for it), and
-//! there are at most [`MAX_CLIENTS`] connections; the channels are bounded,
-//! and names and rooms are short and go away with their users.
+//! The server's memory stays bounded whatever clients send. A connection
+//! buffers at most one 4 KiB line (plus one read) and queues at most
+//! [`BACKLOG_PER_CLIENT`] lines for its client: a client that stops reading
+//! is disconnected when that overflows, and nobody waits for it. There are
+//! at most [`MAX_CLIENTS`] connections, the queues between the multiplexer
+//! and the tasks are bounded, and names and rooms are short and go away
+//! with their users. Lines sent are cut to 4 KiB too (see [`fit`]).
 //!
 //! A line longer than 4 KiB, or one that is not UTF-8, ends that client's
 //! connection; the other users do not notice. The client gets no error
@@ -52,6 +57,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::error::Error;
 use std::io;
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::channel::mpsc;
@@ -69,9 +75,11 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 /// server buffer.
 const MAX_LINE: usize = 4 * 1024;
 /// Lines queued for one client before it counts as not reading and is
-/// disconnected: generous for a person, small enough that 10,000 stalled
-/// clients cannot take the server's memory.
-const BACKLOG_PER_CLIENT: usize = 256;
+/// disconnected. Plenty for a person at a terminal (the socket's own buffer
+/// fills first), and it caps what a client that stops reading can cost at
+/// 128 lines of at most 4 KiB (less when they are broadcasts, which are
+/// shared).
+const BACKLOG_PER_CLIENT: usize = 128;
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 10_000;
 /// The kernel's queue of connections not yet accepted (capped by
@@ -103,18 +111,27 @@ const NAME_RULES: &str = "* a name is 1 to 24 letters, digits, '-' or '_'";
 /// users is queued a thousand times but stored once.
 type Line = Arc<str>;
 /// What a connection's reader yields: a line, or why it could not read one.
-type Read = io::Result<String>;
-type Packet = IncomingPacket<Read>;
+type Received = io::Result<String>;
+type Packet = IncomingPacket<Received>;
 type Outgoing = OutgoingPacket<Line>;
 
-fn main() -> Result<(), Box<dyn Error>> {
+fn main() -> ExitCode {
+    match start() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat_server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start() -> Result<(), Box<dyn Error>> {
     let address = address()?;
     let listener = bind(address, LISTEN_BACKLOG)?;
     // The first and only line on stdout: whoever started the server (with
     // port 0, say) learns the address from it.
     println!("listening on {}", listener.local_addr()?);
-    smol::block_on(serve(incoming(listener)))?;
-    Ok(())
+    smol::block_on(serve(incoming(listener)))
 }
 
 /// `--addr ADDR` (or `--addr=ADDR`), else `CHAT_ADDR`, else 127.0.0.1:7878.
@@ -203,8 +220,9 @@ struct Outbox(Vec<Outgoing>);
 impl Outbox {
     /// Sends one line to each of `ids`.
     fn tell(&mut self, ids: impl IntoIterator<Item = StreamId>, text: String) {
-        let message = OutgoingMessage::new(ids, [fit(text)]);
-        if message.stream_ids().len() > 0 {
+        let ids: Vec<StreamId> = ids.into_iter().collect();
+        if !ids.is_empty() {
+            let message = OutgoingMessage::new(ids, [fit(text)]);
             self.0.push(OutgoingPacket::Message(message));
         }
     }
@@ -515,14 +533,13 @@ impl Rooms {
             outbox.tell([id], NAME_RULES.to_owned());
             return;
         }
+        if self.users.get(&id).is_some_and(|user| user.room == room) {
+            outbox.tell([id], format!("* you are in #{room} already"));
+            return;
+        }
         let Some(user) = self.users.remove(&id) else {
             return;
         };
-        if user.room == room {
-            outbox.tell([id], format!("* you are in #{room} already"));
-            self.users.insert(id, user);
-            return;
-        }
         self.leave(id, &user, outbox);
         outbox.tell([id], format!("* you are in #{room}"));
         self.enter(id, user.nick, room.to_owned(), outbox);

@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! cargo run --example echo_tokio --features tokio [-- ADDR]   # default 127.0.0.1:7879
-//! printf '\x00\x05hello' | nc -q1 127.0.0.1 7879 | xxd        # 0005 6865 6c6c 6f
+//! printf '\x00\x05hello' | timeout 1 nc 127.0.0.1 7879 | xxd
+//! 00000000: 0005 6865 6c6c 6f                        ..hello
 //! ```
+//!
+//! (`timeout` rather than `nc -q`/`-N`: the multiplexer closes a connection
+//! as soon as its reading side ends, with whatever had not been written to
+//! it yet, so a client that half-closes at once gets no echo.)
 //!
 //! Frames carry a 2-byte big-endian length prefix. This shows the tokio
 //! adapter: `runtime::tokio::incoming` turns a `tokio::net::TcpListener`

@@ -84,6 +84,24 @@ fn quit_says_goodbye_then_closes() {
 }
 
 #[test]
+fn the_longest_line_reaches_the_room_cut_to_the_limit() {
+    let server = Server::start();
+    let mut alice = server.named("alice");
+    let mut bob = server.named("bob");
+    assert_eq!(alice.recv(), "* bob joined #general");
+
+    // 4 KiB is the most a client may send; with "<alice> " in front it is
+    // more than the codec may encode, so the server cuts it rather than
+    // fail the write (which would disconnect Bob).
+    alice.send(&"x".repeat(4096));
+    let line = bob.recv();
+    assert_eq!(line.len(), 4096);
+    assert!(line.starts_with("<alice> xxx"));
+    bob.send("/who");
+    assert_eq!(bob.recv(), "* in #general: alice, bob");
+}
+
+#[test]
 fn a_taken_name_is_refused() {
     let server = Server::start();
     let _alice = server.named("alice");
