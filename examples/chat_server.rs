@@ -1,0 +1,583 @@
+//! A chat server on smol: the project's main demo.
+//!
+//! ```text
+//! cargo run --example chat_server                      # listens on 127.0.0.1:7878
+//! cargo run --example chat_server -- --addr 0.0.0.0:7000
+//! CHAT_ADDR=127.0.0.1:0 cargo run --example chat_server  # any free port
+//! nc 127.0.0.1 7878                                    # or telnet, or socat
+//! ```
+//!
+//! The protocol is newline-delimited UTF-8 text (a `\r\n` ending is fine
+//! too), framed by the crate's [`LinesCodec`] with a 4 KiB maximum line:
+//!
+//! - A new connection lands in the **lobby** (channel 0) and gets a welcome
+//!   line. It can only pick a name: `/nick NAME` moves it to the **rooms**
+//!   (channel 1), into `#general`.
+//! - In the rooms, a plain line goes to everyone else in the same room, as
+//!   `<NAME> text`. `/join ROOM` changes room, `/who` lists the room, and
+//!   `/quit` (anywhere) sends a goodbye line and closes the connection.
+//!
+//! The server prints `listening on ADDR` on stdout once it is bound (the
+//! only line it prints there, so a script can read the port), and logs
+//! connections and bad input on stderr. Ctrl-C stops it; the system then
+//! closes every connection.
+//!
+//! A client should keep its sending side open while it wants replies (no
+//! `nc -N` or `nc -q`): the multiplexer closes a connection as soon as its
+//! reading side ends, with whatever had not been written to it yet.
+//!
+//! # Why two channels
+//!
+//! The lobby and the rooms are different channels of one
+//! [`Multiplexer`](stream_multiplexer::Multiplexer), each consumed by its own
+//! task through its own bounded queue. When anonymous connections flood the
+//! lobby, only the lobby's queue fills: the multiplexer stops reading lobby
+//! connections (TCP flow control pushes back on exactly those clients) and
+//! goes on reading the rooms at full speed. The two tasks' replies are
+//! merged fairly, so the lobby's replies cannot crowd out the rooms' either.
+//!
+//! # Bad input and memory
+//!
+//! The server's memory stays bounded whatever clients send. A connection
+//! buffers at most one 4 KiB line (plus one read) and queues at most
+//! [`BACKLOG_PER_CLIENT`] lines for its client: a client that stops reading
+//! is disconnected when that overflows, and nobody waits for it. There are
+//! at most [`MAX_CLIENTS`] connections, the queues between the multiplexer
+//! and the tasks are bounded, and names and rooms are short and go away
+//! with their users. Lines sent are cut to 4 KiB too (see [`fit`]).
+//!
+//! A line longer than 4 KiB, or one that is not UTF-8, ends that client's
+//! connection; the other users do not notice. The client gets no error
+//! line: the framed reader yields the error and ends, and the multiplexer
+//! closes a connection whose reader ended in the same step, before this
+//! server sees the error, so the error line it sends then finds no
+//! connection to go to (see [`Outbox::reject`]).
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::error::Error;
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt, stream};
+use stream_multiplexer::codec::LinesCodec;
+use stream_multiplexer::runtime::smol::{Incoming, bind, incoming};
+use stream_multiplexer::{
+    ChannelId, DisconnectReason, HalvesStream, IncomingMessage, IncomingPacket, MultiplexerBuilder,
+    OutgoingMessage, OutgoingPacket, StreamId,
+};
+
+/// Where to listen when neither `--addr` nor `CHAT_ADDR` says.
+const DEFAULT_ADDR: &str = "127.0.0.1:7878";
+/// Longest line, in bytes, either way: what one connection can make the
+/// server buffer.
+const MAX_LINE: usize = 4 * 1024;
+/// Lines queued for one client before it counts as not reading and is
+/// disconnected. Plenty for a person at a terminal (the socket's own buffer
+/// fills first), and it caps what a client that stops reading can cost at
+/// 128 lines of at most 4 KiB (less when they are broadcasts, which are
+/// shared).
+const BACKLOG_PER_CLIENT: usize = 128;
+/// Connections served at once; more wait in the listen backlog.
+const MAX_CLIENTS: usize = 10_000;
+/// The kernel's queue of connections not yet accepted (capped by
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: u32 = 1024;
+/// Packets waiting in each queue between the multiplexer and a task.
+const QUEUE: usize = 1024;
+/// Longest nickname or room name, in bytes.
+const MAX_NAME: usize = 24;
+/// Names per `/who` line: 100 names of at most 24 bytes and their
+/// separators fit well within one 4 KiB line.
+const WHO_PER_LINE: usize = 100;
+/// Packets a task handles before it lets the executor run other tasks.
+/// futures' mpsc receiver never returns `Pending` while it holds packets,
+/// so without this a flooded lobby would keep an executor thread to itself.
+const PACKETS_PER_TURN: usize = 64;
+
+/// Unauthenticated connections: they may only pick a name.
+const LOBBY: ChannelId = 0;
+/// Named users, in rooms.
+const ROOMS: ChannelId = 1;
+/// The room a user enters with `/nick`.
+const FIRST_ROOM: &str = "general";
+
+const WELCOME: &str = "* welcome! choose a nickname with /nick NAME (then /join ROOM, /who, /quit)";
+const NAME_RULES: &str = "* a name is 1 to 24 letters, digits, '-' or '_'";
+
+/// A line to send. Shared, so that a line said in a room of a thousand
+/// users is queued a thousand times but stored once.
+type Line = Arc<str>;
+/// What a connection's reader yields: a line, or why it could not read one.
+type Received = io::Result<String>;
+type Packet = IncomingPacket<Received>;
+type Outgoing = OutgoingPacket<Line>;
+
+fn main() -> ExitCode {
+    match start() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("chat_server: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn start() -> Result<(), Box<dyn Error>> {
+    let address = address()?;
+    let listener = bind(address, LISTEN_BACKLOG)?;
+    // The first and only line on stdout: whoever started the server (with
+    // port 0, say) learns the address from it.
+    println!("listening on {}", listener.local_addr()?);
+    smol::block_on(serve(incoming(listener)))
+}
+
+/// `--addr ADDR` (or `--addr=ADDR`), else `CHAT_ADDR`, else 127.0.0.1:7878.
+fn address() -> Result<SocketAddr, Box<dyn Error>> {
+    let mut args = std::env::args().skip(1);
+    let mut chosen = std::env::var("CHAT_ADDR").ok();
+    while let Some(arg) = args.next() {
+        match arg.strip_prefix("--addr") {
+            Some("") => chosen = Some(args.next().ok_or("--addr needs an address")?),
+            Some(value) if value.starts_with('=') => chosen = Some(value[1..].to_owned()),
+            _ => {
+                return Err(
+                    format!("unknown argument {arg:?}; usage: chat_server [--addr ADDR]").into(),
+                );
+            }
+        }
+    }
+    let text = chosen.as_deref().unwrap_or(DEFAULT_ADDR);
+    Ok(text
+        .parse()
+        .map_err(|error| format!("bad address {text:?}: {error}"))?)
+}
+
+/// Wires the multiplexer to the lobby and rooms tasks and serves forever.
+async fn serve(connections: Incoming) -> Result<(), Box<dyn Error>> {
+    let (lobby_in, lobby_packets) = mpsc::channel(QUEUE);
+    let (rooms_in, rooms_packets) = mpsc::channel(QUEUE);
+    let (lobby_out, lobby_replies) = mpsc::channel(QUEUE);
+    let (rooms_out, rooms_replies) = mpsc::channel(QUEUE);
+    // Taking from each task's replies in turn: a busy lobby delays a room's
+    // reply by at most one packet.
+    let outgoing = stream::select(rooms_replies, lobby_replies);
+
+    let multiplexer = MultiplexerBuilder::new(BACKLOG_PER_CLIENT)
+        .default_channel(LOBBY)
+        .max_streams(MAX_CLIENTS)
+        .build(outgoing, vec![lobby_in, rooms_in]);
+
+    let nicknames = Nicknames::shared();
+    let lobby = Lobby {
+        nicknames: Arc::clone(&nicknames),
+    };
+    let rooms = Rooms::new(nicknames);
+    smol::spawn(consume(lobby_packets, lobby_out, lobby)).detach();
+    smol::spawn(consume(rooms_packets, rooms_out, rooms)).detach();
+
+    let codec = LinesCodec::<Line>::with_max_line_length(MAX_LINE);
+    let halves = HalvesStream::with_codec(connections, codec);
+    // The control stream never ends: the server runs until it is killed.
+    multiplexer.run(halves, stream::pending()).await?;
+    Ok(())
+}
+
+/// One channel's consumer: it turns each packet into replies.
+trait Consumer {
+    fn handle(&mut self, packet: Packet, outbox: &mut Outbox);
+}
+
+/// Feeds a channel's packets to `consumer` and sends its replies, until
+/// the multiplexer goes away.
+async fn consume(
+    mut packets: mpsc::Receiver<Packet>,
+    mut replies: mpsc::Sender<Outgoing>,
+    mut consumer: impl Consumer,
+) {
+    let mut outbox = Outbox::default();
+    let mut handled = 0;
+    while let Some(packet) = packets.next().await {
+        consumer.handle(packet, &mut outbox);
+        for reply in outbox.0.drain(..) {
+            if replies.send(reply).await.is_err() {
+                return;
+            }
+        }
+        handled += 1;
+        if handled % PACKETS_PER_TURN == 0 {
+            smol::future::yield_now().await;
+        }
+    }
+}
+
+/// The packets a consumer sends in answer to one incoming packet, in order.
+#[derive(Debug, Default)]
+struct Outbox(Vec<Outgoing>);
+
+impl Outbox {
+    /// Sends one line to each of `ids`.
+    fn tell(&mut self, ids: impl IntoIterator<Item = StreamId>, text: String) {
+        let ids: Vec<StreamId> = ids.into_iter().collect();
+        if !ids.is_empty() {
+            let message = OutgoingMessage::new(ids, [fit(text)]);
+            self.0.push(OutgoingPacket::Message(message));
+        }
+    }
+
+    /// Sends a last line, then closes the connection once it is written.
+    fn goodbye(&mut self, id: StreamId, text: String) {
+        self.tell([id], text);
+        self.0.push(OutgoingPacket::Shutdown(vec![id]));
+    }
+
+    /// A client sent a line over 4 KiB or one that is not UTF-8.
+    ///
+    /// By now its connection is normally gone: its reader yielded this
+    /// error and ended, and the multiplexer closes a stream whose reader
+    /// ended in the same poll that delivers the error (a
+    /// `StreamDisconnected(id, Linkdead)` follows). Then these two packets
+    /// reach nobody; the multiplexer drops them and counts them in its
+    /// stats. They are still what the client should get, and they do reach
+    /// it when the connection is still open.
+    fn reject(&mut self, id: StreamId, error: &io::Error) {
+        eprintln!("client {id}: {error}; disconnecting");
+        self.goodbye(id, format!("* error: {error}; goodbye"));
+    }
+}
+
+/// Cuts a line to the codec's maximum (at a character boundary). The codec
+/// refuses to encode a longer line, and a failed write disconnects the
+/// client it was meant for.
+fn fit(mut text: String) -> Line {
+    if text.len() > MAX_LINE {
+        let mut end = MAX_LINE;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    Arc::from(text)
+}
+
+/// Replaces control characters (other than tab): what a user types ends up
+/// on other users' terminals, where an escape sequence could rewrite their
+/// screen.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Whether `name` can be a nickname or a room name: short, and made of
+/// characters that cannot be confused with the protocol's own.
+fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// One line from a user, parsed.
+#[derive(Debug, PartialEq, Eq)]
+enum Command<'a> {
+    /// A plain line, to say in the room.
+    Say(&'a str),
+    Nick(&'a str),
+    Join(&'a str),
+    Who,
+    Quit,
+    Unknown(&'a str),
+}
+
+impl<'a> Command<'a> {
+    fn parse(line: &'a str) -> Self {
+        let Some(command) = line.strip_prefix('/') else {
+            return Command::Say(line);
+        };
+        let (verb, argument) = command.split_once(' ').unwrap_or((command, ""));
+        let argument = argument.trim();
+        match verb {
+            "nick" => Command::Nick(argument),
+            "join" => Command::Join(argument.strip_prefix('#').unwrap_or(argument)),
+            "who" => Command::Who,
+            "quit" => Command::Quit,
+            _ => Command::Unknown(verb),
+        }
+    }
+}
+
+/// Nicknames in use, shared by the lobby (which hands them out) and the
+/// rooms (which give them back). Locked once per `/nick` and once per user
+/// leaving the rooms, never per chat line.
+#[derive(Debug, Default)]
+struct Nicknames {
+    taken: HashSet<String>,
+    /// Names handed out to streams that are on their way to the rooms: the
+    /// rooms task collects them when the stream arrives.
+    arriving: HashMap<StreamId, String>,
+}
+
+type SharedNicknames = Arc<Mutex<Nicknames>>;
+
+impl Nicknames {
+    fn shared() -> SharedNicknames {
+        Arc::default()
+    }
+
+    /// Locks the names. A task that panicked holding the lock left the sets
+    /// consistent (each method changes them in one step), so a poisoned lock
+    /// is still usable.
+    fn lock(shared: &SharedNicknames) -> std::sync::MutexGuard<'_, Self> {
+        shared.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Gives `name` to stream `id`, unless someone has it already.
+    fn claim(&mut self, id: StreamId, name: &str) -> bool {
+        if !self.taken.insert(name.to_owned()) {
+            return false;
+        }
+        self.arriving.insert(id, name.to_owned());
+        true
+    }
+
+    /// Whether `id` has a name and is on its way to the rooms.
+    fn is_arriving(&self, id: StreamId) -> bool {
+        self.arriving.contains_key(&id)
+    }
+
+    /// The name of a stream that just arrived in the rooms.
+    fn arrive(&mut self, id: StreamId) -> Option<String> {
+        self.arriving.remove(&id)
+    }
+
+    /// A stream that had claimed a name left before it reached the rooms.
+    fn cancel(&mut self, id: StreamId) {
+        if let Some(name) = self.arriving.remove(&id) {
+            self.taken.remove(&name);
+        }
+    }
+
+    fn release(&mut self, name: &str) {
+        self.taken.remove(name);
+    }
+}
+
+/// Channel 0: new connections, until they pick a free name.
+#[derive(Debug)]
+struct Lobby {
+    nicknames: SharedNicknames,
+}
+
+impl Consumer for Lobby {
+    fn handle(&mut self, packet: Packet, outbox: &mut Outbox) {
+        match packet {
+            IncomingPacket::StreamConnected(id) => {
+                eprintln!("client {id} connected");
+                outbox.tell([id], WELCOME.to_owned());
+            }
+            // Moved on with a name: the rooms look after it now.
+            IncomingPacket::StreamDisconnected(_, DisconnectReason::ChannelChange(_)) => {}
+            IncomingPacket::StreamDisconnected(id, reason) => {
+                eprintln!("client {id} left from the lobby ({reason:?})");
+                // It may have claimed a name and left before the move.
+                Nicknames::lock(&self.nicknames).cancel(id);
+            }
+            IncomingPacket::Message(IncomingMessage {
+                stream_id,
+                value: Ok(line),
+            }) => self.command(stream_id, &line, outbox),
+            IncomingPacket::Message(IncomingMessage {
+                stream_id,
+                value: Err(error),
+            }) => outbox.reject(stream_id, &error),
+        }
+    }
+}
+
+impl Lobby {
+    fn command(&mut self, id: StreamId, line: &str, outbox: &mut Outbox) {
+        let mut nicknames = Nicknames::lock(&self.nicknames);
+        if nicknames.is_arriving(id) {
+            // Read before the move took effect: it belongs to no room yet.
+            outbox.tell([id], "* not sent: you were still on your way in".to_owned());
+            return;
+        }
+        match Command::parse(line) {
+            Command::Nick(name) if !valid_name(name) => outbox.tell([id], NAME_RULES.to_owned()),
+            Command::Nick(name) if !nicknames.claim(id, name) => {
+                outbox.tell([id], format!("* {name} is taken, try another"));
+            }
+            Command::Nick(_) => outbox
+                .0
+                .push(OutgoingPacket::ChangeChannel(vec![id], ROOMS)),
+            Command::Quit => outbox.goodbye(id, "* bye!".to_owned()),
+            _ => outbox.tell([id], "* choose a nickname first: /nick NAME".to_owned()),
+        }
+    }
+}
+
+/// Channel 1: named users and the rooms they are in.
+#[derive(Debug)]
+struct Rooms {
+    nicknames: SharedNicknames,
+    users: HashMap<StreamId, User>,
+    rooms: HashMap<String, Room>,
+}
+
+#[derive(Debug)]
+struct User {
+    nick: String,
+    room: String,
+}
+
+/// The users in one room. It exists while someone is in it.
+#[derive(Debug, Default)]
+struct Room {
+    /// Stream ids, which grow with time: in order of connection.
+    members: BTreeSet<StreamId>,
+}
+
+impl Room {
+    /// Everyone in the room but `id`.
+    fn others(&self, id: StreamId) -> impl Iterator<Item = StreamId> + '_ {
+        self.members
+            .iter()
+            .copied()
+            .filter(move |&member| member != id)
+    }
+}
+
+impl Consumer for Rooms {
+    fn handle(&mut self, packet: Packet, outbox: &mut Outbox) {
+        match packet {
+            IncomingPacket::StreamConnected(id) => self.arrive(id, outbox),
+            IncomingPacket::StreamDisconnected(id, reason) => self.depart(id, reason, outbox),
+            IncomingPacket::Message(IncomingMessage {
+                stream_id,
+                value: Ok(line),
+            }) => self.command(stream_id, &line, outbox),
+            IncomingPacket::Message(IncomingMessage {
+                stream_id,
+                value: Err(error),
+            }) => outbox.reject(stream_id, &error),
+        }
+    }
+}
+
+impl Rooms {
+    fn new(nicknames: SharedNicknames) -> Self {
+        Self {
+            nicknames,
+            users: HashMap::new(),
+            rooms: HashMap::new(),
+        }
+    }
+
+    /// A stream moved here by the lobby, with the name it claimed there.
+    fn arrive(&mut self, id: StreamId, outbox: &mut Outbox) {
+        // The lobby claims a name before it moves a stream, so the name is
+        // always there; a guest name keeps a bug from costing a user.
+        let nick = Nicknames::lock(&self.nicknames)
+            .arrive(id)
+            .unwrap_or_else(|| format!("guest{id}"));
+        eprintln!("client {id} is {nick}");
+        outbox.tell([id], format!("* hello {nick}, you are in #{FIRST_ROOM}"));
+        self.enter(id, nick, FIRST_ROOM.to_owned(), outbox);
+    }
+
+    fn depart(&mut self, id: StreamId, reason: DisconnectReason, outbox: &mut Outbox) {
+        let Some(user) = self.users.remove(&id) else {
+            return;
+        };
+        eprintln!("client {id} ({}) left ({reason:?})", user.nick);
+        self.leave(id, &user, outbox);
+        Nicknames::lock(&self.nicknames).release(&user.nick);
+    }
+
+    fn command(&mut self, id: StreamId, line: &str, outbox: &mut Outbox) {
+        let Some(user) = self.users.get(&id) else {
+            return;
+        };
+        match Command::parse(line) {
+            Command::Say("") => {}
+            Command::Say(text) => {
+                let line = format!("<{}> {}", user.nick, printable(text));
+                outbox.tell(self.rooms[&user.room].others(id), line);
+            }
+            Command::Join(room) => self.join(id, room, outbox),
+            Command::Who => self.who(id, outbox),
+            Command::Quit => outbox.goodbye(id, format!("* bye, {}!", user.nick)),
+            Command::Nick(_) => outbox.tell([id], format!("* you are {} already", user.nick)),
+            Command::Unknown(verb) => outbox.tell(
+                [id],
+                format!(
+                    "* unknown command /{}; try /join ROOM, /who, /quit",
+                    printable(verb)
+                ),
+            ),
+        }
+    }
+
+    /// `/join ROOM`: leave this room, enter that one.
+    fn join(&mut self, id: StreamId, room: &str, outbox: &mut Outbox) {
+        if !valid_name(room) {
+            outbox.tell([id], NAME_RULES.to_owned());
+            return;
+        }
+        if self.users.get(&id).is_some_and(|user| user.room == room) {
+            outbox.tell([id], format!("* you are in #{room} already"));
+            return;
+        }
+        let Some(user) = self.users.remove(&id) else {
+            return;
+        };
+        self.leave(id, &user, outbox);
+        outbox.tell([id], format!("* you are in #{room}"));
+        self.enter(id, user.nick, room.to_owned(), outbox);
+    }
+
+    /// `/who`: the names in the user's room, a hundred per line.
+    fn who(&self, id: StreamId, outbox: &mut Outbox) {
+        let room = &self.users[&id].room;
+        let names: Vec<&str> = self.rooms[room]
+            .members
+            .iter()
+            .map(|member| self.users[member].nick.as_str())
+            .collect();
+        for chunk in names.chunks(WHO_PER_LINE) {
+            outbox.tell([id], format!("* in #{room}: {}", chunk.join(", ")));
+        }
+    }
+
+    /// Puts a user in a room and tells the room.
+    fn enter(&mut self, id: StreamId, nick: String, room: String, outbox: &mut Outbox) {
+        let members = &mut self.rooms.entry(room.clone()).or_default().members;
+        outbox.tell(members.iter().copied(), format!("* {nick} joined #{room}"));
+        members.insert(id);
+        self.users.insert(id, User { nick, room });
+    }
+
+    /// Takes a user out of its room, tells the room, and forgets the room
+    /// if it is empty now.
+    fn leave(&mut self, id: StreamId, user: &User, outbox: &mut Outbox) {
+        let Some(room) = self.rooms.get_mut(&user.room) else {
+            return;
+        };
+        room.members.remove(&id);
+        if room.members.is_empty() {
+            self.rooms.remove(&user.room);
+        } else {
+            let line = format!("* {} left #{}", user.nick, user.room);
+            outbox.tell(room.members.iter().copied(), line);
+        }
+    }
+}
