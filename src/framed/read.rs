@@ -118,7 +118,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
     ///
-    /// let mut lines = FramedRead::new(Cursor::new(Vec::new()), LinesCodec::new(80));
+    /// let mut lines = FramedRead::new(Cursor::new(Vec::<u8>::new()), LinesCodec::new(80));
     /// lines.set_read_chunk_size(1024);
     /// assert_eq!(lines.read_chunk_size(), 1024);
     /// lines.set_read_chunk_size(0);
@@ -136,7 +136,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
     ///
-    /// let lines = FramedRead::new(Cursor::new(Vec::new()), LinesCodec::new(80));
+    /// let lines = FramedRead::new(Cursor::new(Vec::<u8>::new()), LinesCodec::new(80));
     /// assert_eq!(lines.read_chunk_size(), 8 * 1024);
     /// ```
     pub fn read_chunk_size(&self) -> usize {
@@ -172,7 +172,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedRead};
     ///
-    /// let frames = FramedRead::new(Cursor::new(Vec::new()), LengthDelimitedCodec::new(2));
+    /// let frames = FramedRead::new(Cursor::new(Vec::<u8>::new()), LengthDelimitedCodec::new(2));
     /// assert_eq!(frames.decoder().length_field_length(), 2);
     /// ```
     pub fn decoder(&self) -> &D {
@@ -187,7 +187,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedRead};
     ///
-    /// let mut frames = FramedRead::new(Cursor::new(Vec::new()), LengthDelimitedCodec::new(2));
+    /// let mut frames = FramedRead::new(Cursor::new(Vec::<u8>::new()), LengthDelimitedCodec::new(2));
     /// *frames.decoder_mut() = LengthDelimitedCodec::new(4);
     /// assert_eq!(frames.decoder().length_field_length(), 4);
     /// ```
