@@ -33,6 +33,8 @@ enum Step {
 struct ScriptedReader {
     steps: VecDeque<Step>,
     reads: usize,
+    /// The size of the buffer each read offered.
+    offered: Vec<usize>,
 }
 
 impl ScriptedReader {
@@ -40,6 +42,7 @@ impl ScriptedReader {
         Self {
             steps: steps.into_iter().collect(),
             reads: 0,
+            offered: Vec::new(),
         }
     }
 
@@ -59,6 +62,7 @@ impl AsyncRead for ScriptedReader {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         self.reads += 1;
+        self.offered.push(buf.len());
         match self.steps.pop_front() {
             None => Poll::Ready(Ok(0)),
             Some(Step::Pending) => {
@@ -262,8 +266,25 @@ fn thousands_of_frames_from_one_read_are_decoded_before_reading_again() {
         decoded.push(frame.unwrap());
     }
     assert_eq!(decoded, payloads);
-    // One read brought every frame in; the second one saw EOF.
-    assert_eq!(frames.get_ref().reads, 2);
+    // Reads grow from 512 bytes to the 30,000-byte chunk: 6 reads bring
+    // every frame in, the 7th sees EOF. Reading per frame would be 5,000.
+    assert_eq!(frames.get_ref().reads, 7, "{:?}", frames.get_ref().offered);
+}
+
+#[test]
+fn reads_grow_while_they_come_back_full_and_shrink_when_they_do_not() {
+    // A client that sends 64 KiB at once, then single small frames.
+    let mut steps = vec![Step::Data(vec![0; 64 * 1024])];
+    steps.extend((0..8).flat_map(|_| [Step::Data(vec![0]), Step::Pending]));
+    let reader = ScriptedReader::new(steps);
+    let mut frames = FramedRead::new(reader, LengthDelimitedCodec::new(1));
+    while let Some(frame) = block_on(frames.next()) {
+        frame.unwrap();
+    }
+    let offered = &frames.get_ref().offered;
+    assert_eq!(offered[..6], [512, 1024, 2048, 4096, 8192, 8192], "growth");
+    let last = offered[offered.len() - 1];
+    assert_eq!(last, 512, "shrank back for small reads: {offered:?}");
 }
 
 #[test]
