@@ -640,6 +640,66 @@ mod smol_adapter {
     }
 
     #[test]
+    fn smol_connections_and_their_halves_are_send_and_unpin() {
+        fn send_unpin<T: Send + Unpin + 'static>() {}
+        send_unpin::<stream_multiplexer::runtime::smol::Incoming>();
+        send_unpin::<HalvesStream<stream_multiplexer::runtime::smol::Incoming>>();
+        send_unpin::<FramedRead<async_net::TcpStream, LengthDelimitedCodec>>();
+        send_unpin::<FramedWrite<async_net::TcpStream, LengthDelimitedCodec>>();
+        send_unpin::<FramedWrite<async_net::TcpStream, LinesCodec<std::rc::Rc<str>>>>();
+    }
+
+    /// Accepting while out of file descriptors fails with `EMFILE`; the
+    /// stream must yield that error and then wait, not fail again at once.
+    /// The descriptor limit is lowered in a child process running this test
+    /// alone, so the rest of the suite keeps its descriptors.
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn accept_backs_off_when_out_of_file_descriptors() {
+        const CHILD: &str = "STREAM_MULTIPLEXER_EMFILE_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(r#"ulimit -n 64 && exec "$0" --exact "$1" --test-threads 1"#)
+                .arg(std::env::current_exe().unwrap())
+                .arg("smol_adapter::accept_backs_off_when_out_of_file_descriptors")
+                .env(CHILD, "1")
+                .status()
+                .unwrap();
+            assert!(status.success(), "child test failed: {status}");
+            return;
+        }
+
+        run_with_watchdog(async {
+            let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+            let address = listener.local_addr().unwrap();
+            let mut connections = incoming(listener);
+            // Completed by the kernel, waiting in the backlog.
+            let _client = std::net::TcpStream::connect(address).unwrap();
+
+            let mut hogs = Vec::new();
+            loop {
+                match std::fs::File::open("/dev/null") {
+                    Ok(file) => hogs.push(file),
+                    Err(error) if error.raw_os_error() == Some(24) => break,
+                    Err(error) => panic!("unexpected error {error}"),
+                }
+            }
+
+            let error = connections.next().await.unwrap().unwrap_err();
+            assert_eq!(error.raw_os_error(), Some(24), "EMFILE: {error}");
+            // Still out of descriptors: without the back-off this would be
+            // a second EMFILE right away.
+            assert!(poll_once(&mut connections).is_pending(), "accept spun");
+
+            drop(hogs);
+            // After the back-off, the waiting client is accepted.
+            let accepted = connections.next().await.unwrap();
+            assert!(accepted.is_ok(), "{accepted:?}");
+        });
+    }
+
+    #[test]
     fn accepted_tcp_connections_are_framed_both_ways_without_a_lock() {
         run_with_watchdog(async {
             let listener = bind("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
