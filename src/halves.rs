@@ -36,6 +36,35 @@ use crate::framed::{FramedRead, FramedWrite};
 /// let (read, write) = Cursor::new(vec![1u8, 2, 3]).into_halves();
 /// assert_eq!(read.get_ref(), write.get_ref());
 /// ```
+///
+/// A connection type of your own that has owned halves (as tokio's
+/// `TcpStream::into_split` gives) implements the trait directly; it must
+/// not be `Clone` + `AsyncRead` + `AsyncWrite` itself, or it would already
+/// have the blanket implementation:
+///
+/// ```
+/// use futures::io::Cursor;
+/// use stream_multiplexer::IntoHalves;
+///
+/// /// A connection made of two independent one-way pipes.
+/// struct Pipes {
+///     inbound: Cursor<Vec<u8>>,
+///     outbound: Vec<u8>,
+/// }
+///
+/// impl IntoHalves for Pipes {
+///     type Read = Cursor<Vec<u8>>;
+///     type Write = Vec<u8>;
+///
+///     fn into_halves(self) -> (Self::Read, Self::Write) {
+///         (self.inbound, self.outbound)
+///     }
+/// }
+///
+/// let (read, write) = Pipes { inbound: Cursor::new(vec![1]), outbound: Vec::new() }.into_halves();
+/// assert_eq!(read.into_inner(), vec![1]);
+/// assert!(write.is_empty());
+/// ```
 pub trait IntoHalves {
     /// The read half.
     type Read: AsyncRead + Unpin;
