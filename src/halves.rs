@@ -36,6 +36,35 @@ use crate::framed::{FramedRead, FramedWrite};
 /// let (read, write) = Cursor::new(vec![1u8, 2, 3]).into_halves();
 /// assert_eq!(read.get_ref(), write.get_ref());
 /// ```
+///
+/// A connection type of your own that has owned halves (as tokio's
+/// `TcpStream::into_split` gives) implements the trait directly; it must
+/// not be `Clone` + `AsyncRead` + `AsyncWrite` itself, or it would already
+/// have the blanket implementation:
+///
+/// ```
+/// use futures::io::Cursor;
+/// use stream_multiplexer::IntoHalves;
+///
+/// /// A connection made of two independent one-way pipes.
+/// struct Pipes {
+///     inbound: Cursor<Vec<u8>>,
+///     outbound: Vec<u8>,
+/// }
+///
+/// impl IntoHalves for Pipes {
+///     type Read = Cursor<Vec<u8>>;
+///     type Write = Vec<u8>;
+///
+///     fn into_halves(self) -> (Self::Read, Self::Write) {
+///         (self.inbound, self.outbound)
+///     }
+/// }
+///
+/// let (read, write) = Pipes { inbound: Cursor::new(vec![1]), outbound: Vec::new() }.into_halves();
+/// assert_eq!(read.into_inner(), vec![1]);
+/// assert!(write.is_empty());
+/// ```
 pub trait IntoHalves {
     /// The read half.
     type Read: AsyncRead + Unpin;
@@ -138,7 +167,9 @@ struct Options {
 ///     let (mut write, mut read) = halves.next().await.unwrap()?;
 ///     assert_eq!(read.next().await.unwrap()?, Bytes::from("one"));
 ///     write.send(Bytes::from("ok")).await?;
-///     assert_eq!(&write.get_ref().get_ref()[5..], b"\x00\x02ok");
+///     // A Cursor's halves are two copies of it (a TCP stream's halves share
+///     // one socket), so the reply overwrote the start of this copy.
+///     assert!(write.get_ref().get_ref().starts_with(b"\x00\x02ok"));
 ///
 ///     assert!(halves.next().await.is_some());
 ///     assert!(halves.next().await.is_none());
@@ -185,7 +216,12 @@ impl<S> HalvesStream<S> {
     pub fn new(incoming: S, length_field_length: usize) -> Self {
         Self::with_codec(incoming, LengthDelimitedCodec::new(length_field_length))
     }
+}
 
+// `builder` takes no stream, so it lives on one concrete type for
+// `HalvesStream::builder(..)` to need no annotation; the stream's type is
+// fixed by `build`.
+impl HalvesStream<()> {
     /// A builder for a length-delimited `HalvesStream` with options: the
     /// maximum frame length and the read and write buffer sizes.
     ///

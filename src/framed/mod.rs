@@ -33,11 +33,20 @@
 //! # Performance notes
 //!
 //! Without `unsafe`, bytes cannot be read into a buffer's uninitialised
-//! spare capacity, so each read first zero-fills the part of the buffer it
-//! reads into (a `memset` of the [read chunk
-//! size](FramedRead::set_read_chunk_size), 8 KiB by default), which costs
-//! far less than the `read` system call it precedes and less than the copy
-//! it replaces.
+//! spare capacity, so each read first zero-fills the bytes it asks for.
+//! Measured on the development machine, zero-filling 8 KiB (and splitting a
+//! frame off) costs about 240 ns, a good part of a loopback `read` system
+//! call when the read returns one small frame; 512 bytes cost about 50 ns.
+//! So [`FramedRead`] adapts the size of each read: it starts at 512 bytes,
+//! doubles while reads come back full, up to the [read chunk
+//! size](FramedRead::set_read_chunk_size) (8 KiB by default), and halves
+//! when they come back three-quarters empty. A client that sends a lot is
+//! read in large chunks, one that sends a frame now and then in small ones,
+//! and the buffer allocated when a quiet connection wakes up is small.
+//!
+//! Splitting frames off the read buffer shares its allocation: a frame
+//! handed to the application keeps the chunk it was read into alive until
+//! the frame is dropped.
 
 mod read;
 mod write;

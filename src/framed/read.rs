@@ -10,10 +10,14 @@ use bytes::BytesMut;
 use futures::io::AsyncRead;
 use futures::stream::{FusedStream, Stream};
 
-/// Default number of bytes asked for by each read: one read system call
+/// Default for the most bytes one read asks for: one read system call
 /// takes in up to a few hundred small frames, and an 8 KiB buffer is
 /// released as soon as the connection goes idle.
 const DEFAULT_READ_CHUNK_SIZE: usize = 8 * 1024;
+
+/// The fewest bytes a read asks for (unless the chunk size is smaller): a
+/// dozen small frames, for a zero-fill that costs next to nothing.
+const MIN_READ_SIZE: usize = 512;
 
 /// A [`Stream`] of frames decoded from an [`AsyncRead`].
 ///
@@ -66,8 +70,11 @@ pub struct FramedRead<R, D> {
     decoder: D,
     /// Bytes read and not yet decoded; no allocation while empty and idle.
     buffer: BytesMut,
-    /// How many bytes each read asks for.
+    /// The most bytes one read asks for.
     read_chunk_size: usize,
+    /// How many bytes the next read asks for, adapted to what reads return;
+    /// see `adapt_read_size`.
+    read_size: usize,
     state: State,
 }
 
@@ -101,16 +108,20 @@ impl<R, D> FramedRead<R, D> {
             decoder,
             buffer: BytesMut::new(),
             read_chunk_size: DEFAULT_READ_CHUNK_SIZE,
+            read_size: MIN_READ_SIZE,
             state: State::Reading,
         }
     }
 
-    /// Sets how many bytes each read asks for (at least 1). Defaults to
+    /// Sets the most bytes one read asks for (at least 1). Defaults to
     /// 8 KiB.
     ///
-    /// Larger chunks take in more frames per read system call when clients
-    /// send in bursts; smaller ones make a busy connection's buffer smaller.
-    /// A frame larger than the chunk is simply read in several reads.
+    /// Reads start at 512 bytes (or the chunk size, if smaller), double
+    /// while they come back full and shrink again when they come back
+    /// mostly empty, up to this size; see the module's performance notes.
+    /// Larger chunks take in more frames per read system call from clients
+    /// that send a lot; smaller ones make a busy connection's buffer
+    /// smaller. A frame larger than the chunk is read in several reads.
     ///
     /// # Examples
     ///
@@ -118,7 +129,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
     ///
-    /// let mut lines = FramedRead::new(Cursor::new(Vec::new()), LinesCodec::new(80));
+    /// let mut lines = FramedRead::new(Cursor::new(Vec::<u8>::new()), LinesCodec::new(80));
     /// lines.set_read_chunk_size(1024);
     /// assert_eq!(lines.read_chunk_size(), 1024);
     /// lines.set_read_chunk_size(0);
@@ -126,9 +137,12 @@ impl<R, D> FramedRead<R, D> {
     /// ```
     pub fn set_read_chunk_size(&mut self, read_chunk_size: usize) {
         self.read_chunk_size = read_chunk_size.max(1);
+        self.read_size = self
+            .read_size
+            .clamp(self.min_read_size(), self.read_chunk_size);
     }
 
-    /// How many bytes each read asks for.
+    /// The most bytes one read asks for.
     ///
     /// # Examples
     ///
@@ -136,7 +150,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
     ///
-    /// let lines = FramedRead::new(Cursor::new(Vec::new()), LinesCodec::new(80));
+    /// let lines = FramedRead::new(Cursor::new(Vec::<u8>::new()), LinesCodec::new(80));
     /// assert_eq!(lines.read_chunk_size(), 8 * 1024);
     /// ```
     pub fn read_chunk_size(&self) -> usize {
@@ -172,7 +186,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedRead};
     ///
-    /// let frames = FramedRead::new(Cursor::new(Vec::new()), LengthDelimitedCodec::new(2));
+    /// let frames = FramedRead::new(Cursor::new(Vec::<u8>::new()), LengthDelimitedCodec::new(2));
     /// assert_eq!(frames.decoder().length_field_length(), 2);
     /// ```
     pub fn decoder(&self) -> &D {
@@ -187,7 +201,7 @@ impl<R, D> FramedRead<R, D> {
     /// use futures::io::Cursor;
     /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedRead};
     ///
-    /// let mut frames = FramedRead::new(Cursor::new(Vec::new()), LengthDelimitedCodec::new(2));
+    /// let mut frames = FramedRead::new(Cursor::new(Vec::<u8>::new()), LengthDelimitedCodec::new(2));
     /// *frames.decoder_mut() = LengthDelimitedCodec::new(4);
     /// assert_eq!(frames.decoder().length_field_length(), 4);
     /// ```
@@ -242,6 +256,23 @@ impl<R, D> FramedRead<R, D> {
         self.inner
     }
 
+    fn min_read_size(&self) -> usize {
+        MIN_READ_SIZE.min(self.read_chunk_size)
+    }
+
+    /// Adapts the size of the next read to what the last one returned: a
+    /// read that filled its buffer doubles the next one (more is likely
+    /// waiting), a read that filled a quarter or less halves it. Each read
+    /// zero-fills the bytes it asks for, so asking for 8 KiB to receive one
+    /// 34-byte frame would cost more than the frame.
+    fn adapt_read_size(&mut self, asked: usize, read: usize) {
+        if read >= asked {
+            self.read_size = asked.saturating_mul(2).min(self.read_chunk_size);
+        } else if read <= asked / 4 {
+            self.read_size = (asked / 2).max(self.min_read_size());
+        }
+    }
+
     /// Ends the stream, dropping the buffer, and hands back `error` to yield.
     fn fail<E>(&mut self, error: E) -> Poll<Option<Result<D::Item, E>>>
     where
@@ -290,16 +321,21 @@ where
             }
 
             let filled = this.buffer.len();
+            let asked = this.read_size;
             // Zero-filled, because safe code cannot hand uninitialised
             // memory to `poll_read`; see the module's performance notes.
-            this.buffer.resize(filled + this.read_chunk_size, 0);
+            this.buffer.resize(filled + asked, 0);
             let read = Pin::new(&mut this.inner).poll_read(cx, &mut this.buffer[filled..]);
             match read {
                 Poll::Ready(Ok(0)) => {
                     this.buffer.truncate(filled);
                     this.state = State::Eof;
                 }
-                Poll::Ready(Ok(n)) => this.buffer.truncate(filled + n.min(this.read_chunk_size)),
+                Poll::Ready(Ok(n)) => {
+                    let n = n.min(asked);
+                    this.buffer.truncate(filled + n);
+                    this.adapt_read_size(asked, n);
+                }
                 Poll::Ready(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {
                     this.buffer.truncate(filled);
                 }

@@ -41,7 +41,7 @@ const DEFAULT_HIGH_WATER_MARK: usize = 64 * 1024;
 /// use futures::{executor::block_on, SinkExt};
 /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
 ///
-/// let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+/// let mut frames = FramedWrite::new(Vec::<u8>::new(), LengthDelimitedCodec::new(2));
 /// block_on(async {
 ///     frames.feed(Bytes::from("hi")).await?;
 ///     frames.feed(Bytes::from("there")).await?;
@@ -73,7 +73,7 @@ impl<W, E> FramedWrite<W, E> {
     /// ```
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
     ///
-    /// let lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// let lines = FramedWrite::new(Vec::<u8>::new(), LinesCodec::new(80));
     /// assert_eq!(lines.buffer_capacity(), 0);
     /// ```
     pub fn new(inner: W, encoder: E) -> Self {
@@ -98,7 +98,7 @@ impl<W, E> FramedWrite<W, E> {
     /// use futures::{executor::block_on, SinkExt};
     /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
     ///
-    /// let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(1));
+    /// let mut frames = FramedWrite::new(Vec::<u8>::new(), LengthDelimitedCodec::new(1));
     /// frames.set_high_water_mark(3);
     /// assert_eq!(frames.high_water_mark(), 3);
     /// block_on(async {
@@ -121,7 +121,7 @@ impl<W, E> FramedWrite<W, E> {
     /// ```
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
     ///
-    /// let lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// let lines = FramedWrite::new(Vec::<u8>::new(), LinesCodec::new(80));
     /// assert_eq!(lines.high_water_mark(), 64 * 1024);
     /// ```
     pub fn high_water_mark(&self) -> usize {
@@ -139,7 +139,7 @@ impl<W, E> FramedWrite<W, E> {
     /// use futures::{executor::block_on, SinkExt};
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
     ///
-    /// let mut lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// let mut lines = FramedWrite::new(Vec::<u8>::new(), LinesCodec::new(80));
     /// block_on(lines.feed("hello".to_string()))?;
     /// assert!(lines.buffer_capacity() >= 6);
     /// block_on(lines.flush())?;
@@ -158,7 +158,7 @@ impl<W, E> FramedWrite<W, E> {
     /// use futures::{executor::block_on, SinkExt};
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
     ///
-    /// let mut lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// let mut lines = FramedWrite::new(Vec::<u8>::new(), LinesCodec::new(80));
     /// block_on(lines.feed("hello".to_string()))?;
     /// assert_eq!(lines.buffered_len(), 6);
     /// # Ok::<(), std::io::Error>(())
@@ -174,7 +174,7 @@ impl<W, E> FramedWrite<W, E> {
     /// ```
     /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
     ///
-    /// let frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+    /// let frames = FramedWrite::new(Vec::<u8>::new(), LengthDelimitedCodec::new(2));
     /// assert_eq!(frames.encoder().length_field_length(), 2);
     /// ```
     pub fn encoder(&self) -> &E {
@@ -188,7 +188,7 @@ impl<W, E> FramedWrite<W, E> {
     /// ```
     /// use stream_multiplexer::{codec::LengthDelimitedCodec, framed::FramedWrite};
     ///
-    /// let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+    /// let mut frames = FramedWrite::new(Vec::<u8>::new(), LengthDelimitedCodec::new(2));
     /// *frames.encoder_mut() = LengthDelimitedCodec::new(4);
     /// assert_eq!(frames.encoder().length_field_length(), 4);
     /// ```
@@ -218,7 +218,7 @@ impl<W, E> FramedWrite<W, E> {
     /// ```
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedWrite};
     ///
-    /// let mut lines = FramedWrite::new(Vec::new(), LinesCodec::new(80));
+    /// let mut lines = FramedWrite::new(Vec::<u8>::new(), LinesCodec::new(80));
     /// lines.get_mut().push(b'!');
     /// assert_eq!(lines.get_ref(), b"!");
     /// ```

@@ -84,3 +84,38 @@ mod errno {
     )))]
     pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[];
 }
+
+#[cfg(test)]
+mod tests {
+    use super::is_resource_exhaustion;
+    use std::io;
+
+    #[test]
+    fn out_of_descriptors_and_memory_are_resource_exhaustion() {
+        assert!(is_resource_exhaustion(&io::Error::from(
+            io::ErrorKind::OutOfMemory
+        )));
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        for code in [24, 23, 105, 12] {
+            assert!(
+                is_resource_exhaustion(&io::Error::from_raw_os_error(code)),
+                "{code}"
+            );
+        }
+    }
+
+    #[test]
+    fn per_connection_accept_errors_are_not_resource_exhaustion() {
+        assert!(!is_resource_exhaustion(&io::Error::from(
+            io::ErrorKind::ConnectionAborted
+        )));
+        // ECONNABORTED, EPERM, EPROTO on Linux: retrying at once is right.
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        for code in [103, 1, 71] {
+            assert!(
+                !is_resource_exhaustion(&io::Error::from_raw_os_error(code)),
+                "{code}"
+            );
+        }
+    }
+}
