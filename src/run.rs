@@ -316,10 +316,8 @@ where
                     return;
                 }
                 self.close_now(key, DisconnectReason::BacklogFull);
-            } else {
-                if connection.writer.enqueue(message.values.iter().cloned()) {
-                    self.writers_ready.push(key);
-                }
+            } else if connection.writer.enqueue(message.values.iter().cloned()) {
+                self.writers_ready.push(key);
             }
             *budget = budget.saturating_sub(count);
             message.next += 1;
