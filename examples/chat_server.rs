@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The protocol is newline-delimited UTF-8 text (a `\r\n` ending is fine
-//! too), framed by the crate's [`LinesCodec`] with a 4 KiB maximum line:
+//! too), framed by the crate's [`RecoveringLinesCodec`] with a 4 KiB
+//! maximum line:
 //!
 //! - A new connection lands in the **lobby** (channel 0) and gets a welcome
 //!   line. It can only pick a name: `/nick NAME` moves it to the **rooms**
@@ -46,12 +47,18 @@
 //! and the tasks are bounded, and names and rooms are short and go away
 //! with their users. Lines sent are cut to 4 KiB too (see [`fit`]).
 //!
-//! A line longer than 4 KiB, or one that is not UTF-8, ends that client's
-//! connection; the other users do not notice. The client gets no error
-//! line: the framed reader yields the error and ends, and the multiplexer
-//! closes a connection whose reader ended in the same step, before this
-//! server sees the error, so the error line it sends then finds no
-//! connection to go to (see [`Outbox::reject`]).
+//! A line longer than 4 KiB, or one that is not UTF-8, gets its client an
+//! error line (`* error: line longer than 4096 bytes`, `* error: line is
+//! not valid utf-8`) and a disconnect; the other users do not notice
+//! (those in the sender's room see it leave, as for `/quit`). The codec
+//! reports such a line as a value rather than failing the connection's
+//! reader, so the connection is still open when the server answers: the
+//! [`Gate`] in front of each task sends the error line and then
+//! `OutgoingPacket::Shutdown`, which writes it before closing. The codec
+//! buffers at most one line of 4 KiB: once a line is longer, it is
+//! reported and the rest of it is dropped as it arrives, so a client
+//! sending a gigabyte without a newline costs no more than one sending a
+//! 4 KiB line.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::error::Error;
@@ -62,7 +69,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, stream};
-use stream_multiplexer::codec::LinesCodec;
+use stream_multiplexer::codec::{LineError, RecoveringLinesCodec};
 use stream_multiplexer::runtime::smol::{Incoming, bind, incoming};
 use stream_multiplexer::{
     ChannelId, DisconnectReason, HalvesStream, IncomingMessage, IncomingPacket, MultiplexerBuilder,
@@ -110,9 +117,13 @@ const NAME_RULES: &str = "* a name is 1 to 24 letters, digits, '-' or '_'";
 /// A line to send. Shared, so that a line said in a room of a thousand
 /// users is queued a thousand times but stored once.
 type Line = Arc<str>;
-/// What a connection's reader yields: a line, or why it could not read one.
-type Received = io::Result<String>;
+/// What a connection's reader yields: a line, a line it could not take (too
+/// long, or not UTF-8), or the I/O error that ended the connection.
+type Received = io::Result<Result<String, LineError>>;
+/// What the multiplexer hands a channel's task.
 type Packet = IncomingPacket<Received>;
+/// What a task's consumer sees: good lines only (see [`Gate`]).
+type Event = IncomingPacket<String>;
 type Outgoing = OutgoingPacket<Line>;
 
 fn main() -> ExitCode {
@@ -178,29 +189,32 @@ async fn serve(connections: Incoming) -> Result<(), Box<dyn Error>> {
     smol::spawn(consume(lobby_packets, lobby_out, lobby)).detach();
     smol::spawn(consume(rooms_packets, rooms_out, rooms)).detach();
 
-    let codec = LinesCodec::<Line>::with_max_line_length(MAX_LINE);
+    let codec = RecoveringLinesCodec::<Line>::with_max_line_length(MAX_LINE);
     let halves = HalvesStream::with_codec(connections, codec);
     // The control stream never ends: the server runs until it is killed.
     multiplexer.run(halves, stream::pending()).await?;
     Ok(())
 }
 
-/// One channel's consumer: it turns each packet into replies.
+/// One channel's consumer: it turns each event into replies.
 trait Consumer {
-    fn handle(&mut self, packet: Packet, outbox: &mut Outbox);
+    fn handle(&mut self, event: Event, outbox: &mut Outbox);
 }
 
-/// Feeds a channel's packets to `consumer` and sends its replies, until
-/// the multiplexer goes away.
+/// Feeds a channel's packets, through a [`Gate`], to `consumer` and sends
+/// the replies, until the multiplexer goes away.
 async fn consume(
     mut packets: mpsc::Receiver<Packet>,
     mut replies: mpsc::Sender<Outgoing>,
     mut consumer: impl Consumer,
 ) {
     let mut outbox = Outbox::default();
+    let mut gate = Gate::default();
     let mut handled = 0;
     while let Some(packet) = packets.next().await {
-        consumer.handle(packet, &mut outbox);
+        if let Some(event) = gate.admit(packet, &mut outbox) {
+            consumer.handle(event, &mut outbox);
+        }
         for reply in outbox.0.drain(..) {
             if replies.send(reply).await.is_err() {
                 return;
@@ -233,18 +247,67 @@ impl Outbox {
         self.0.push(OutgoingPacket::Shutdown(vec![id]));
     }
 
-    /// A client sent a line over 4 KiB or one that is not UTF-8.
-    ///
-    /// By now its connection is normally gone: its reader yielded this
-    /// error and ended, and the multiplexer closes a stream whose reader
-    /// ended in the same poll that delivers the error (a
-    /// `StreamDisconnected(id, Linkdead)` follows). Then these two packets
-    /// reach nobody; the multiplexer drops them and counts them in its
-    /// stats. They are still what the client should get, and they do reach
-    /// it when the connection is still open.
-    fn reject(&mut self, id: StreamId, error: &io::Error) {
+    /// A client sent a line over 4 KiB or one that is not UTF-8: it is
+    /// told why, then disconnected.
+    fn reject(&mut self, id: StreamId, error: LineError) {
         eprintln!("client {id}: {error}; disconnecting");
-        self.goodbye(id, format!("* error: {error}; goodbye"));
+        self.goodbye(id, format!("* error: {error}"));
+    }
+}
+
+/// Stands between the multiplexer and a channel's consumer and deals with
+/// bad input, so that consumers see only good lines.
+///
+/// A bad line gets its client an error line and a disconnect: `Shutdown`,
+/// which writes the error line before closing. The connection stays open
+/// until the multiplexer takes that `Shutdown`, and lines read from it
+/// meanwhile are dropped here: a client told to go is not heard any more.
+///
+/// Each task has a gate of its own. A stream rejected by the lobby just as
+/// it moves to the rooms (a bad line read right after `/nick`) could, in
+/// the moment between the move and the `Shutdown`, have one more line read
+/// into the rooms, which this gate did not reject; it is said in the room
+/// as the user arrives and leaves. Sharing the gates would cost a lock per
+/// line for that.
+#[derive(Debug, Default)]
+struct Gate {
+    /// Streams told to go, until their departure is announced: at most one
+    /// entry per open connection.
+    rejected: HashSet<StreamId>,
+}
+
+impl Gate {
+    /// The event to hand the consumer, if any, answering bad input itself.
+    fn admit(&mut self, packet: Packet, outbox: &mut Outbox) -> Option<Event> {
+        match packet {
+            IncomingPacket::StreamConnected(id) => Some(IncomingPacket::StreamConnected(id)),
+            IncomingPacket::StreamDisconnected(id, reason) => {
+                self.rejected.remove(&id);
+                Some(IncomingPacket::StreamDisconnected(id, reason))
+            }
+            IncomingPacket::Message(IncomingMessage { stream_id, .. })
+                if self.rejected.contains(&stream_id) =>
+            {
+                None
+            }
+            IncomingPacket::Message(IncomingMessage { stream_id, value }) => match value {
+                Ok(Ok(line)) => Some(IncomingPacket::Message(IncomingMessage::new(
+                    stream_id, line,
+                ))),
+                Ok(Err(bad_line)) => {
+                    self.rejected.insert(stream_id);
+                    outbox.reject(stream_id, bad_line);
+                    None
+                }
+                // The connection failed and its reader ended: the
+                // multiplexer closes it and announces it next, and there is
+                // nobody left to answer.
+                Err(error) => {
+                    eprintln!("client {stream_id}: {error}");
+                    None
+                }
+            },
+        }
     }
 }
 
@@ -378,8 +441,8 @@ struct Lobby {
 }
 
 impl Consumer for Lobby {
-    fn handle(&mut self, packet: Packet, outbox: &mut Outbox) {
-        match packet {
+    fn handle(&mut self, event: Event, outbox: &mut Outbox) {
+        match event {
             IncomingPacket::StreamConnected(id) => {
                 eprintln!("client {id} connected");
                 outbox.tell([id], WELCOME.to_owned());
@@ -393,12 +456,8 @@ impl Consumer for Lobby {
             }
             IncomingPacket::Message(IncomingMessage {
                 stream_id,
-                value: Ok(line),
+                value: line,
             }) => self.command(stream_id, &line, outbox),
-            IncomingPacket::Message(IncomingMessage {
-                stream_id,
-                value: Err(error),
-            }) => outbox.reject(stream_id, &error),
         }
     }
 }
@@ -457,18 +516,14 @@ impl Room {
 }
 
 impl Consumer for Rooms {
-    fn handle(&mut self, packet: Packet, outbox: &mut Outbox) {
-        match packet {
+    fn handle(&mut self, event: Event, outbox: &mut Outbox) {
+        match event {
             IncomingPacket::StreamConnected(id) => self.arrive(id, outbox),
             IncomingPacket::StreamDisconnected(id, reason) => self.depart(id, reason, outbox),
             IncomingPacket::Message(IncomingMessage {
                 stream_id,
-                value: Ok(line),
+                value: line,
             }) => self.command(stream_id, &line, outbox),
-            IncomingPacket::Message(IncomingMessage {
-                stream_id,
-                value: Err(error),
-            }) => outbox.reject(stream_id, &error),
         }
     }
 }

@@ -116,7 +116,7 @@ fn a_taken_name_is_refused() {
 }
 
 #[test]
-fn bad_input_disconnects_only_its_sender() {
+fn bad_input_gets_an_error_line_then_a_disconnect_and_others_chat_on() {
     let server = Server::start();
     let mut alice = server.named("alice");
     let mut bob = server.named("bob");
@@ -124,17 +124,72 @@ fn bad_input_disconnects_only_its_sender() {
 
     // A line over 4 KiB from a user in a room.
     bob.send(&"x".repeat(5000));
+    assert_eq!(bob.recv(), "* error: line longer than 4096 bytes");
     bob.expect_closed();
     assert_eq!(alice.recv(), "* bob left #general");
 
     // Bytes that are not UTF-8, from the lobby.
     let mut mallory = server.connect();
     mallory.send_bytes(b"\xff\xfe hello\n");
+    assert_eq!(mallory.recv(), "* error: line is not valid utf-8");
     mallory.expect_closed();
 
-    // Alice noticed nothing else.
+    // Alice noticed nothing else, and chats on with a newcomer.
+    let mut carol = server.named("carol");
+    assert_eq!(alice.recv(), "* carol joined #general");
+    carol.send("hi alice");
+    assert_eq!(alice.recv(), "<carol> hi alice");
+    alice.send("hi carol");
+    assert_eq!(carol.recv(), "<alice> hi carol");
     alice.send("/who");
-    assert_eq!(alice.recv(), "* in #general: alice");
+    assert_eq!(alice.recv(), "* in #general: alice, carol");
+}
+
+#[test]
+fn lines_sent_after_a_bad_line_are_not_heard() {
+    let server = Server::start();
+    let mut alice = server.named("alice");
+    let mut bob = server.named("bob");
+    assert_eq!(alice.recv(), "* bob joined #general");
+
+    // All in one write: the server reads the good lines after the bad one
+    // before its disconnect takes effect, and must not pass them on.
+    let mut burst = vec![b'x'; 5000];
+    burst.extend_from_slice(b"\nsneaky\n\xff\nsneakier\n");
+    bob.send_bytes(&burst);
+    assert_eq!(bob.recv(), "* error: line longer than 4096 bytes");
+    bob.expect_closed();
+    // Had "sneaky" reached the room, Alice would have it before this.
+    assert_eq!(alice.recv(), "* bob left #general");
+}
+
+#[test]
+fn an_endless_line_gets_an_error_line_while_the_room_chats_on() {
+    let server = Server::start();
+    let mut alice = server.named("alice");
+    let mut bob = server.named("bob");
+    assert_eq!(alice.recv(), "* bob joined #general");
+
+    // Mallory sends up to 256 MiB and never a newline, from a thread of
+    // her own, until the server closes the connection on her.
+    let mut mallory = server.connect();
+    let mut flood = mallory.writer.try_clone().expect("clone the socket");
+    let flooder = std::thread::spawn(move || {
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..4096 {
+            if flood.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+    });
+    assert_eq!(mallory.recv(), "* error: line longer than 4096 bytes");
+    mallory.expect_closed();
+    flooder.join().expect("the flooding thread");
+
+    alice.send("still there?");
+    assert_eq!(bob.recv(), "<alice> still there?");
+    bob.send("/who");
+    assert_eq!(bob.recv(), "* in #general: alice, bob");
 }
 
 /// The chat example, running; killed when dropped, so that a failing test
@@ -235,12 +290,17 @@ impl Client {
         line.trim_end_matches('\n').to_owned()
     }
 
-    /// Reads until the server closes the connection: an end of file, or a
-    /// reset when the server closed it with input still unread.
+    /// Expects the server to close the connection with nothing more to
+    /// say: an end of file, or a reset when the server closed it with input
+    /// still unread.
     fn expect_closed(&mut self) {
         let mut rest = Vec::new();
         match self.reader.read_to_end(&mut rest) {
-            Ok(_) => {}
+            Ok(_) => assert!(
+                rest.is_empty(),
+                "more before the end: {:?}",
+                String::from_utf8_lossy(&rest)
+            ),
             Err(error) if error.kind() == ErrorKind::ConnectionReset => {}
             Err(error) => panic!("expected the server to close the connection: {error}"),
         }

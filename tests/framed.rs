@@ -3,7 +3,9 @@
 use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::{Bytes, BytesMut};
 use futures::executor::block_on;
@@ -346,6 +348,56 @@ fn interrupted_reads_are_retried_not_reported() {
     let reader = ScriptedReader::new([Step::Error(ErrorKind::Interrupted), Step::Data(wire)]);
     let frames = FramedRead::new(reader, LengthDelimitedCodec::new(1));
     assert_eq!(collect_frames(frames).unwrap(), [Bytes::from("ok")]);
+}
+
+#[test]
+fn a_frame_arriving_in_many_reads_yields_to_the_task_every_32_reads() {
+    // A 100 KiB frame in 1 KiB reads that never run dry: a client keeping
+    // the socket full must not keep the task (and its other connections)
+    // waiting until the frame is complete.
+    let wire = length_delimited(4, &[&[7; 100 * 1024]]);
+    let steps = wire.chunks(1024).map(|chunk| Step::Data(chunk.to_vec()));
+    let mut frames = FramedRead::new(ScriptedReader::new(steps), LengthDelimitedCodec::new(4));
+    let wakes = Arc::new(CountingWaker::default());
+    let waker = Waker::from(Arc::clone(&wakes));
+    let mut cx = Context::from_waker(&waker);
+
+    let mut polls = 0;
+    let frame = loop {
+        let reads_before = frames.get_ref().reads;
+        let poll = Pin::new(&mut frames).poll_next(&mut cx);
+        polls += 1;
+        assert!(frames.get_ref().reads - reads_before <= 32);
+        match poll {
+            Poll::Ready(item) => break item.unwrap().unwrap(),
+            Poll::Pending => {
+                assert_eq!(frames.get_ref().reads - reads_before, 32);
+                assert_eq!(wakes.count(), polls, "woken to go on");
+            }
+        }
+    };
+    assert_eq!(frame, Bytes::from(vec![7; 100 * 1024]));
+    assert!(polls > 1);
+}
+
+/// A waker that counts how often it is woken.
+#[derive(Debug, Default)]
+struct CountingWaker(AtomicUsize);
+
+impl CountingWaker {
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 // ---- FramedRead: fused after an error --------------------------------------

@@ -1,4 +1,5 @@
-//! A codec for newline-delimited UTF-8 text, bounded by a maximum line length.
+//! A codec for newline-delimited UTF-8 text, bounded by a maximum line
+//! length, that fails on a bad line; and the error saying what was bad.
 
 use std::fmt;
 use std::io;
@@ -25,10 +26,13 @@ use bytes::{Buf, BytesMut};
 /// ending) is an error of kind [`io::ErrorKind::InvalidData`], reported as
 /// soon as more bytes than that are buffered without a newline, so a client
 /// that never sends one cannot make the server buffer more than the maximum.
-/// A line that is not valid UTF-8 is an `InvalidData` error too. After an
-/// error the codec does not try to resynchronise: the connection should be
-/// dropped (this crate's [`FramedRead`](crate::framed::FramedRead) ends
-/// after its first error).
+/// A line that is not valid UTF-8 is an `InvalidData` error too. Either
+/// error wraps a [`LineError`] saying which. The error ends the connection:
+/// this crate's [`FramedRead`](crate::framed::FramedRead) ends after its
+/// first error, so a server using this codec cannot tell the client why.
+/// [`RecoveringLinesCodec`] decodes the same lines but yields a bad line
+/// as an `Err(LineError)` item and goes on with the next line, so that the
+/// application can answer and then close the connection itself.
 ///
 /// At the end of the input, [`decode_eof`](Decoder::decode_eof) yields a
 /// last line that has no newline, as a text tool would.
@@ -61,6 +65,8 @@ use bytes::{Buf, BytesMut};
 /// assert_eq!(&out[..], b"hi there\n");
 /// # Ok::<(), std::io::Error>(())
 /// ```
+///
+/// [`RecoveringLinesCodec`]: super::RecoveringLinesCodec
 pub struct LinesCodec<T = String> {
     /// Longest line accepted, in bytes, not counting `\r\n` or `\n`.
     max_line_length: usize,
@@ -139,35 +145,71 @@ impl<T> LinesCodec<T> {
         self.max_line_length
     }
 
-    fn too_long(&self) -> io::Error {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("line longer than {} bytes", self.max_line_length),
-        )
+    /// Looks for the next line in `src`. A line whose newline has arrived
+    /// is consumed, good or bad; a line found too long before its newline
+    /// arrives is left in `src` for the caller to drop or keep.
+    pub(super) fn scan(&mut self, src: &mut BytesMut) -> Scan {
+        let start = self.next_index.min(src.len());
+        match src[start..].iter().position(|&byte| byte == b'\n') {
+            Some(offset) => {
+                let length = start + offset;
+                Scan::Line(self.take_line(src, length, length + 1))
+            }
+            // One more byte than the maximum may be a `\r` whose `\n` has
+            // not arrived yet; anything beyond cannot be a valid line.
+            None if src.len() > self.max_line_length.saturating_add(1) => Scan::TooLongSoFar,
+            None => {
+                self.next_index = src.len();
+                Scan::Incomplete
+            }
+        }
     }
 
     /// Takes the first `length` bytes of `src` (a line without its `\n`),
-    /// strips a trailing `\r`, checks the length and UTF-8 and consumes
-    /// `consumed` bytes.
-    fn take_line(
+    /// strips a trailing `\r`, checks the length and UTF-8, and consumes
+    /// `consumed` bytes whether the line is good or not.
+    pub(super) fn take_line(
         &mut self,
         src: &mut BytesMut,
         length: usize,
         consumed: usize,
-    ) -> io::Result<String> {
+    ) -> Result<String, LineError> {
         self.next_index = 0;
         let line = &src[..length];
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.len() > self.max_line_length {
-            return Err(self.too_long());
-        }
-        let text = match std::str::from_utf8(line) {
-            Ok(text) => text.to_owned(),
-            Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+        let decoded = if line.len() > self.max_line_length {
+            Err(self.too_long())
+        } else {
+            std::str::from_utf8(line)
+                .map(str::to_owned)
+                .map_err(|_| LineError::NotUtf8)
         };
         src.advance(consumed);
-        Ok(text)
+        decoded
     }
+
+    /// Forgets how much of the buffer was scanned, for a caller that
+    /// emptied it.
+    pub(super) fn rescan(&mut self) {
+        self.next_index = 0;
+    }
+
+    pub(super) fn too_long(&self) -> LineError {
+        LineError::TooLong {
+            max_line_length: self.max_line_length,
+        }
+    }
+}
+
+/// What [`LinesCodec::scan`] found.
+#[derive(Debug)]
+pub(super) enum Scan {
+    /// A whole line, consumed with its line ending.
+    Line(Result<String, LineError>),
+    /// Too long already, and its newline has not arrived: nothing consumed.
+    TooLongSoFar,
+    /// The start of a line that may still turn out fine.
+    Incomplete,
 }
 
 impl<T> Clone for LinesCodec<T> {
@@ -193,21 +235,10 @@ impl<T> Decoder for LinesCodec<T> {
     type Error = io::Error;
 
     fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<String>> {
-        let start = self.next_index.min(src.len());
-        match src[start..].iter().position(|&byte| byte == b'\n') {
-            Some(offset) => {
-                let length = start + offset;
-                self.take_line(src, length, length + 1).map(Some)
-            }
-            None => {
-                // One more byte than the maximum may be a `\r` whose `\n`
-                // has not arrived yet; anything beyond cannot be a valid line.
-                if src.len() > self.max_line_length.saturating_add(1) {
-                    return Err(self.too_long());
-                }
-                self.next_index = src.len();
-                Ok(None)
-            }
+        match self.scan(src) {
+            Scan::Line(line) => Ok(Some(line?)),
+            Scan::TooLongSoFar => Err(self.too_long().into()),
+            Scan::Incomplete => Ok(None),
         }
     }
 
@@ -217,7 +248,7 @@ impl<T> Decoder for LinesCodec<T> {
             None if src.is_empty() => Ok(None),
             None => {
                 let length = src.len();
-                self.take_line(src, length, length).map(Some)
+                Ok(Some(self.take_line(src, length, length)?))
             }
         }
     }
@@ -245,5 +276,48 @@ impl<T: AsRef<str>> Encoder for LinesCodec<T> {
         dst.extend_from_slice(line);
         dst.extend_from_slice(b"\n");
         Ok(())
+    }
+}
+
+/// Why a line could not be decoded: the item [`RecoveringLinesCodec`]
+/// yields in its place, and what the [`io::Error`] of [`LinesCodec`] wraps.
+///
+/// Its `Display` is short and lowercase, fit to be sent back to the client
+/// as is. It converts into an [`io::Error`] of kind
+/// [`InvalidData`](io::ErrorKind::InvalidData).
+///
+/// # Examples
+///
+/// ```
+/// use std::io;
+/// use stream_multiplexer::codec::LineError;
+///
+/// let error = LineError::TooLong { max_line_length: 4096 };
+/// assert_eq!(error.to_string(), "line longer than 4096 bytes");
+/// assert_eq!(LineError::NotUtf8.to_string(), "line is not valid utf-8");
+///
+/// let error = io::Error::from(LineError::NotUtf8);
+/// assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+/// assert_eq!(error.to_string(), "line is not valid utf-8");
+/// ```
+///
+/// [`RecoveringLinesCodec`]: super::RecoveringLinesCodec
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum LineError {
+    /// The line was longer than the codec's maximum, not counting its line
+    /// ending.
+    #[error("line longer than {max_line_length} bytes")]
+    TooLong {
+        /// The codec's maximum line length.
+        max_line_length: usize,
+    },
+    /// The line was not valid UTF-8.
+    #[error("line is not valid utf-8")]
+    NotUtf8,
+}
+
+impl From<LineError> for io::Error {
+    fn from(error: LineError) -> Self {
+        io::Error::new(io::ErrorKind::InvalidData, error)
     }
 }

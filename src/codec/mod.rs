@@ -9,9 +9,14 @@
 //! - [`LengthDelimitedCodec`]: frames prefixed with a big-endian length of
 //!   1 to 8 bytes, decoded as [`Bytes`](bytes::Bytes) without copying the
 //!   payload.
-//! - [`LinesCodec`]: newline-delimited UTF-8 text with a maximum line length.
+//! - [`LinesCodec`]: newline-delimited UTF-8 text with a maximum line length;
+//!   a bad line (too long, or not UTF-8) is an error that ends the stream.
+//! - [`RecoveringLinesCodec`]: the same lines, but a bad line is an item,
+//!   `Err(`[`LineError`]`)`, and decoding goes on with the next line, so a
+//!   server can tell the client what was wrong before it closes the
+//!   connection.
 //!
-//! Both implement the [`Decoder`] and [`Encoder`] traits of
+//! All three implement the [`Decoder`] and [`Encoder`] traits of
 //! `asynchronous-codec` (re-exported here), so they work with this crate's
 //! [`FramedRead`](crate::framed::FramedRead) and
 //! [`FramedWrite`](crate::framed::FramedWrite) as well as with
@@ -19,7 +24,9 @@
 
 mod length_delimited;
 mod lines;
+mod recovering_lines;
 
 pub use asynchronous_codec::{Decoder, Encoder};
 pub use length_delimited::{InvalidLengthFieldLength, LengthDelimitedCodec};
-pub use lines::LinesCodec;
+pub use lines::{LineError, LinesCodec};
+pub use recovering_lines::RecoveringLinesCodec;

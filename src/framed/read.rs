@@ -19,6 +19,14 @@ const DEFAULT_READ_CHUNK_SIZE: usize = 8 * 1024;
 /// dozen small frames, for a zero-fill that costs next to nothing.
 const MIN_READ_SIZE: usize = 512;
 
+/// The most reads one poll makes without yielding a frame: 256 KiB with the
+/// default chunk size. A poll that yields small frames reads once at most,
+/// so only a frame arriving in many reads (a large one, or the rest of a
+/// line that a codec drops as it arrives) ever meets this limit; it then
+/// takes a few polls instead of holding the task for as long as a fast
+/// client keeps the socket full.
+const READS_PER_POLL: usize = 32;
+
 /// A [`Stream`] of frames decoded from an [`AsyncRead`].
 ///
 /// Each item is `Ok(frame)` or the first error, after which the stream ends.
@@ -39,6 +47,11 @@ const MIN_READ_SIZE: usize = 512;
 /// - **Fused after an error.** The first I/O or decode error is yielded once,
 ///   then the stream ends: a client sending garbage cannot make it spin, and
 ///   it never decodes past the garbage.
+/// - **Bounded work per poll.** A poll reads at most 32 times without
+///   yielding a frame; then it wakes its task and returns `Pending`, and the
+///   next poll goes on where it stopped. A client that keeps the socket full
+///   without completing a frame cannot hold the task (and every other
+///   connection it serves) for as long as it keeps sending.
 /// - **End of input.** At EOF, what is left is handed to
 ///   [`Decoder::decode_eof`]; a frame cut short is its error (for this
 ///   crate's codecs, [`io::ErrorKind::UnexpectedEof`]), then the stream ends.
@@ -293,6 +306,7 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        let mut reads = 0;
         loop {
             match this.state {
                 State::Done => return Poll::Ready(None),
@@ -319,6 +333,14 @@ where
                     Err(error) => return this.fail(error),
                 }
             }
+
+            if reads == READS_PER_POLL {
+                // Yield to the task's other work (the multiplexer's other
+                // connections) before reading on.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            reads += 1;
 
             let filled = this.buffer.len();
             let asked = this.read_size;
