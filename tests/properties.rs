@@ -139,7 +139,9 @@ mod findings {
     use futures::Future;
     use futures::channel::mpsc;
     use futures::task::{ArcWake, waker};
-    use stream_multiplexer::{ControlMessage, IncomingPacket, MultiplexerBuilder, OutgoingPacket};
+    use stream_multiplexer::{
+        ControlMessage, IncomingPacket, MultiplexerBuilder, OutgoingMessage, OutgoingPacket,
+    };
 
     struct CountingWaker(AtomicUsize);
 
@@ -230,5 +232,47 @@ mod findings {
         let after = stats.snapshot();
         assert_eq!(after.streams_open, 0, "after Abort: {after:?}");
         assert_eq!(after.accepted, after.streams_open + after.departed());
+    }
+    /// SPEC §4.3, §4.11, §4.12: a graceful shutdown flushes what the
+    /// application already sent. Found while reading `Run::poll`: a
+    /// `Message([id], [bye])` already waiting in the outgoing stream when
+    /// `ControlMessage::Shutdown` arrives is dropped - the control stream is
+    /// read first and the shutdown drops the outgoing stream - so `bye`
+    /// never reaches the client and is not counted anywhere.
+    #[test]
+    fn shutdown_delivers_a_message_sent_before_it() {
+        let (halves, halves_rx) = mpsc::unbounded();
+        let (outgoing, outgoing_rx) = mpsc::unbounded::<OutgoingPacket<u32>>();
+        let (control, control_rx) = mpsc::unbounded();
+        let (lobby, _lobby_rx) = mpsc::channel::<IncomingPacket<u32>>(4);
+        let multiplexer = MultiplexerBuilder::new(4).build(outgoing_rx, vec![lobby]);
+        let stats = multiplexer.stats();
+        let (mut client_reads, _client_writes) = connection(&halves);
+        let mut run = multiplexer.run(halves_rx, control_rx);
+        let task = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&task);
+        assert!(Pin::new(&mut run).poll(&mut cx).is_pending());
+
+        // The application says goodbye, then shuts down, before the
+        // multiplexer runs again.
+        let bye = OutgoingMessage::new([1], [7]);
+        assert!(
+            outgoing
+                .unbounded_send(OutgoingPacket::Message(bye))
+                .is_ok()
+        );
+        assert!(control.unbounded_send(ControlMessage::Shutdown).is_ok());
+        for _ in 0..10 {
+            if Pin::new(&mut run).poll(&mut cx).is_ready() {
+                break;
+            }
+            while client_reads.try_recv().is_ok() {}
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            snapshot.frames_out + snapshot.dropped_unknown_id,
+            1,
+            "bye was neither delivered nor counted: {snapshot:?}"
+        );
     }
 }
