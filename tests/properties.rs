@@ -33,6 +33,15 @@ fn targets() -> impl Strategy<Value = Vec<Target>> {
     vec(target(), 1..=3)
 }
 
+/// `Message`, `ChangeChannel` or `Shutdown`.
+fn packet() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        10 => (targets(), 0..=3u8).prop_map(|(to, values)| Op::Message { to, values }),
+        6 => (targets(), any::<u8>()).prop_map(|(to, channel)| Op::ChangeChannel { to, channel }),
+        3 => targets().prop_map(|to| Op::Shutdown { to }),
+    ]
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let client = any::<u8>();
     let channel = any::<u8>();
@@ -47,9 +56,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => channel.prop_map(|channel| Op::Stall { channel }),
         4 => channel.prop_map(|channel| Op::Resume { channel }),
         1 => channel.prop_map(|channel| Op::DropConsumer { channel }),
-        10 => (targets(), 0..=3u8).prop_map(|(to, values)| Op::Message { to, values }),
-        6 => (targets(), channel).prop_map(|(to, channel)| Op::ChangeChannel { to, channel }),
-        3 => targets().prop_map(|to| Op::Shutdown { to }),
+        19 => packet(),
+        4 => vec(packet(), 2..=4).prop_map(Op::Burst),
     ]
 }
 
