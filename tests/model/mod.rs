@@ -10,12 +10,49 @@
 //!
 //! The model does not re-implement the multiplexer. It knows what the test
 //! did (who sent which frame, which values were addressed to whom, who was
-//! stalled, dropped or told to leave) and it watches two things the test can
-//! see: which stream ids were handed out (a recording id generator) and
+//! stalled, dropped or told to leave) and it watches three things the test
+//! can see: which stream ids were handed out (a recording id generator),
 //! which readers the multiplexer has let go of (each reader carries a drop
-//! token). From those it works out, at every step, which streams are open,
-//! why each one that left did, and what every consumer, client and counter
-//! must then show (SPEC §4). [`check`](Harness::check) compares.
+//! token), and how often the run was polled (to know whether a dropped
+//! consumer has been noticed). From those it works out, at every step, which
+//! streams are open, why each one that left did, and what every consumer,
+//! client and counter must then show.
+//!
+//! # Invariants
+//!
+//! After every step (SPEC §4 item in brackets):
+//! - a stream the packets closed (Shutdown, full backlog, failed write) is
+//!   closed, and no stream closes without a cause (2, 4, 6, 8);
+//! - a stream whose reader ended in a draining channel is closed (8);
+//! - with every consumer draining, every frame sent by an open stream has
+//!   been delivered (1, 5);
+//! - a reading client has received exactly the values addressed to it
+//!   while it was open, in order; any client a prefix of them (3, 4, 6);
+//! - `streams_open` is the number of open streams, accept errors are
+//!   counted as they are yielded, at most `max_streams` are open and none
+//!   waits below the limit (8, 10, 12);
+//! - the run never spins: it stops waking itself once idle (7).
+//!
+//! At the end (after Shutdown, the end of control, Abort, or Shutdown then
+//! Abort, with every consumer and client then reading):
+//! - the run resolved (Ok, or `AllChannelsClosed` if every consumer went),
+//!   every channel sink and every connection is closed (11);
+//! - each channel's packets form visits per id: Connected, messages in read
+//!   order, one Disconnected; never a packet outside a visit, never a frame
+//!   under another client's id (1);
+//! - a stream's visits follow its moves, each ending with
+//!   `ChannelChange(next)`, the last with the reason it left; its frames
+//!   across all visits are 0, 1, 2, ... with none lost or doubled, and all
+//!   of them when its channel was draining as it left. Where a closed
+//!   channel took packets away, what remains is still in order and never
+//!   doubled (1, 2);
+//! - every client received exactly the values due to it (3, 4, 6);
+//! - the counters: frames in and out, disconnects by reason (and as
+//!   announced), packets dropped for unknown ids, moves rejected, streams
+//!   closed with their channel, accepted == streams_open + departed (12).
+//!
+//! [`check`](Harness::check) and [`check_step`](Harness::check_step)
+//! compare.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
