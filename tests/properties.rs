@@ -12,6 +12,9 @@ mod model;
 
 use model::{End, Finding, Op, Scenario, Target};
 
+use proptest::collection::vec;
+use proptest::prelude::*;
+
 /// Core bugs found by the model and still open, each pinned by a failing
 /// test in `findings` below. The property looks past them so that it keeps
 /// guarding everything else; once a finding's test passes, its entry goes.
@@ -19,8 +22,6 @@ const OPEN_FINDINGS: &[Finding] = &[
     Finding::SpinsInShutdownAtLimit,
     Finding::StreamsOpenAfterAbort,
 ];
-use proptest::collection::vec;
-use proptest::prelude::*;
 
 fn target() -> impl Strategy<Value = Target> {
     prop_oneof![
