@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::thread;
 use std::sync::atomic::Ordering::Relaxed;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::load::{self, Work};
@@ -46,11 +46,19 @@ pub enum Scenario {
     Echo,
     /// C idle clients plus one busy one; memory per idle connection; accept time.
     Idle,
+    /// Accept time for C connects with std's listen backlog of 128.
+    Storm,
 }
 
 impl Scenario {
     /// All scenarios, in table order.
-    pub const ALL: [Scenario; 4] = [Self::Ingress, Self::Broadcast, Self::Echo, Self::Idle];
+    pub const ALL: [Scenario; 5] = [
+        Self::Ingress,
+        Self::Broadcast,
+        Self::Echo,
+        Self::Idle,
+        Self::Storm,
+    ];
 
     /// Parses a scenario name.
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -59,6 +67,7 @@ impl Scenario {
             "broadcast" => Self::Broadcast,
             "echo" => Self::Echo,
             "idle" => Self::Idle,
+            "storm" => Self::Storm,
             _ => return Err(format!("unknown scenario {s:?}")),
         })
     }
@@ -85,12 +94,27 @@ pub enum Metric {
     IdleMemory,
     /// Time for C connects to be taken in by the server (seconds).
     Accept,
+    /// The kernel's `ListenOverflows` during those connects.
+    Overflows,
+    /// `Accept` with a listen backlog of 128, as `std` binds.
+    Accept128,
+    /// `Overflows` with a listen backlog of 128.
+    Overflows128,
 }
 
 impl Metric {
     /// Whether a larger value is better.
     pub fn higher_is_better(self) -> bool {
-        !matches!(self, Self::EchoP50 | Self::EchoP99 | Self::IdleMemory | Self::Accept)
+        !matches!(
+            self,
+            Self::EchoP50
+                | Self::EchoP99
+                | Self::IdleMemory
+                | Self::Accept
+                | Self::Overflows
+                | Self::Accept128
+                | Self::Overflows128
+        )
     }
 }
 
@@ -150,6 +174,7 @@ fn record(results: &mut Results, config: &Config, scenario: Scenario, peer: &Pee
         Scenario::Broadcast => broadcast(config, peer, c),
         Scenario::Echo => echo(config, peer, c),
         Scenario::Idle => idle(config, peer, c, results),
+        Scenario::Storm => storm(config, peer, c),
     };
     match outcome {
         Ok(cells) => {
@@ -178,7 +203,12 @@ fn record(results: &mut Results, config: &Config, scenario: Scenario, peer: &Pee
 type Outcome = io::Result<Vec<(Metric, Cell)>>;
 
 /// Sets up a server and `c` connected clients it has taken in.
-fn start(config: &Config, peer: &Peer, echo: bool, c: usize) -> io::Result<(Server, Vec<mio::net::TcpStream>)> {
+fn start(
+    config: &Config,
+    peer: &Peer,
+    echo: bool,
+    c: usize,
+) -> io::Result<(Server, Vec<mio::net::TcpStream>)> {
     let mut server = Server::spawn(peer, echo, config.backlog)?;
     let socks = load::connect(server.addr, c, config.timeout)?;
     server.wait_conns(c as u64, config.timeout)?;
@@ -205,7 +235,9 @@ fn ingress(config: &Config, peer: &Peer, c: usize) -> Outcome {
         run.stop()?;
         let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
         if got != expected {
-            cell.note = Some(format!("consumer saw {got} frames, clients sent {expected}"));
+            cell.note = Some(format!(
+                "consumer saw {got} frames, clients sent {expected}"
+            ));
         }
         return Ok(vec![(Metric::Ingress, cell)]);
     }
@@ -294,8 +326,14 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     rate.note = note;
     Ok(vec![
         (Metric::EchoRate, rate),
-        (Metric::EchoP50, Cell::new(hist.value_at_quantile(0.50) as f64 * 1e-9, peak)),
-        (Metric::EchoP99, Cell::new(hist.value_at_quantile(0.99) as f64 * 1e-9, peak)),
+        (
+            Metric::EchoP50,
+            Cell::new(hist.value_at_quantile(0.50) as f64 * 1e-9, peak),
+        ),
+        (
+            Metric::EchoP99,
+            Cell::new(hist.value_at_quantile(0.99) as f64 * 1e-9, peak),
+        ),
     ])
 }
 
@@ -313,11 +351,13 @@ fn idle(config: &Config, peer: &Peer, c: usize, results: &Results) -> Outcome {
     thread::sleep(Duration::from_millis(100));
     let before = server.memory()?;
     let mut out = Vec::new();
+    let overflows = listen_overflows()?;
     let t0 = Instant::now();
     let mut idle = load::connect(server.addr, c, config.timeout)?;
     load::send_hello(&mut idle)?;
     server.wait_conns(c as u64 + 1, config.timeout)?;
     let accept = t0.elapsed();
+    let overflows = listen_overflows()? - overflows;
     let hellos = server.wait_count(c as u64 + 1, config.timeout)? - 1;
     if c > 0 {
         // Give per-connection state time to shrink back after the burst.
@@ -328,6 +368,7 @@ fn idle(config: &Config, peer: &Peer, c: usize, results: &Results) -> Outcome {
             accept.note = Some(format!("consumer saw {hellos} hellos from {c} clients"));
         }
         out.push((Metric::Accept, accept));
+        out.push((Metric::Overflows, Cell::new(overflows as f64, None)));
         let per = after.rss.saturating_sub(before.rss) as f64 / c as f64;
         out.push((Metric::IdleMemory, Cell::new(per, Some(after.peak))));
     }
@@ -339,10 +380,56 @@ fn idle(config: &Config, peer: &Peer, c: usize, results: &Results) -> Outcome {
     run.stop()?;
     drop(idle);
     out.push((Metric::IdleRate, Cell::new(rate, Some(memory.peak))));
-    if c > 0 {
-        if let Some(zero) = results.cells.get(&(Metric::IdleRate, 0, peer.clone())) {
-            out.push((Metric::IdleRatio, Cell::new(rate / zero.value, Some(memory.peak))));
-        }
+    if let Some(zero) = results
+        .cells
+        .get(&(Metric::IdleRate, 0, peer.clone()))
+        .filter(|_| c > 0)
+    {
+        out.push((
+            Metric::IdleRatio,
+            Cell::new(rate / zero.value, Some(memory.peak)),
+        ));
     }
     Ok(out)
+}
+
+/// C clients connect at once to a server listening with std's backlog of
+/// 128: how long until it has taken them all in, and how many handshakes the
+/// kernel dropped on the way (each costs its client a retry after 1 s+).
+fn storm(config: &Config, peer: &Peer, c: usize) -> Outcome {
+    let mut server = Server::spawn(peer, false, 128)?;
+    let overflows = listen_overflows()?;
+    let t0 = Instant::now();
+    let socks = load::connect(server.addr, c, config.timeout)?;
+    server.wait_conns(c as u64, config.timeout)?;
+    let accept = t0.elapsed();
+    let overflows = listen_overflows()? - overflows;
+    let memory = server.memory()?;
+    drop(socks);
+    Ok(vec![
+        (
+            Metric::Accept128,
+            Cell::new(accept.as_secs_f64(), Some(memory.peak)),
+        ),
+        (Metric::Overflows128, Cell::new(overflows as f64, None)),
+    ])
+}
+
+/// The kernel's count of connections dropped because a listen queue was
+/// full (`TcpExt: ListenOverflows` in `/proc/net/netstat`; machine-wide).
+fn listen_overflows() -> io::Result<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat")?;
+    let mut lines = netstat.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let found = names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "ListenOverflows")
+            .and_then(|(_, v)| v.parse().ok());
+        return found.ok_or_else(|| io::Error::other("no ListenOverflows in /proc/net/netstat"));
+    }
+    Err(io::Error::other("no TcpExt in /proc/net/netstat"))
 }

@@ -125,11 +125,14 @@ pub struct Shared {
     pub closed: AtomicU64,
 }
 
+/// What a generator thread gives back: its sockets and its latencies.
+type Finished = io::Result<(Vec<TcpStream>, Histogram<u64>)>;
+
 /// A running load.
 #[derive(Debug)]
 pub struct Running {
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<io::Result<(Vec<TcpStream>, Histogram<u64>)>>>,
+    threads: Vec<JoinHandle<Finished>>,
 }
 
 impl Running {
@@ -145,9 +148,12 @@ impl Running {
         let mut socks = Vec::new();
         let mut hist = new_histogram();
         for t in self.threads {
-            let (s, h) = t.join().map_err(|_| io::Error::other("load thread panicked"))??;
+            let (s, h) = t
+                .join()
+                .map_err(|_| io::Error::other("load thread panicked"))??;
             socks.extend(s);
-            hist.add(&h).map_err(|e| io::Error::other(format!("{e:?}")))?;
+            hist.add(&h)
+                .map_err(|e| io::Error::other(format!("{e:?}")))?;
         }
         Ok((socks, hist))
     }
@@ -209,7 +215,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(work: Work, socks: Vec<TcpStream>, first_id: u32, shared: Arc<Shared>) -> io::Result<Self> {
+    fn new(
+        work: Work,
+        socks: Vec<TcpStream>,
+        first_id: u32,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let budget = match work {
             Work::Ingress(Some(k)) => k * FRAME as u64,
@@ -217,8 +228,11 @@ impl Worker {
         };
         let mut clients = Vec::with_capacity(socks.len());
         for (i, mut stream) in socks.into_iter().enumerate() {
-            poll.registry()
-                .register(&mut stream, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+            poll.registry().register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
             clients.push(Client {
                 stream,
                 pos: 0,
@@ -368,7 +382,9 @@ impl Worker {
                 Work::Ingress(_) => split_frames(&self.scratch[..total], |_| {}),
             };
             let left = total - used;
-            if left >= FRAME || (left >= HEADER && self.scratch[used..used + HEADER] != [0, PAYLOAD as u8]) {
+            if left >= FRAME
+                || (left >= HEADER && self.scratch[used..used + HEADER] != [0, PAYLOAD as u8])
+            {
                 // Not one of our frames: count it and resynchronise nowhere.
                 bad += 1;
                 c.carry_len = 0;

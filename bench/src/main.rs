@@ -20,7 +20,9 @@ options of `all`:
   --duration SECS            measured window (default 2)
   --warmup SECS              load before the window (default 0.5)
   --deliveries N             broadcast deliveries per run (rounds = N / C; default 2000000)
-  --peers LIST               e.g. mio,tokio/1,tokio/2,v016/1,v016/2,ours/1,ours/2
+  --peers LIST               e.g. mio,tokio/1,tokio/2,v016/1,v016/2,ours/1,ours/2,ours-wait/1
+                             (`ours`: backlog policy Disconnect, `ours-wait`: Wait;
+                             both need `--features ours`)
   --scenarios LIST           ingress,broadcast,echo,idle
   --gen-threads N            load generator threads (default 1)
   --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
@@ -88,9 +90,12 @@ fn server(args: &[String]) -> ExitCode {
 fn default_peers() -> Vec<Peer> {
     let mut peers = vec!["mio", "tokio/1", "tokio/2", "v016/1", "v016/2"];
     if cfg!(feature = "ours") {
-        peers.extend(["ours/1", "ours/2"]);
+        peers.extend(["ours/1", "ours/2", "ours-wait/1"]);
     }
-    peers.into_iter().map(|p| Peer::parse(p).expect("valid peer")).collect()
+    peers
+        .into_iter()
+        .map(|p| Peer::parse(p).expect("valid peer"))
+        .collect()
 }
 
 fn all(args: &[String]) -> ExitCode {
@@ -177,11 +182,15 @@ fn all(args: &[String]) -> ExitCode {
     let results = harness::run(&config);
     let table = report::markdown(&results, &config);
     println!("{table}");
-    if !config.smoke {
-        if let Err(e) = write_artifacts(&results, &config, &table, &out_dir) {
-            eprintln!("writing {}: {e}", out_dir.display());
-            return ExitCode::FAILURE;
-        }
+    // A smoke run's figures mean nothing: it leaves the artifacts alone.
+    let written = if config.smoke {
+        Ok(())
+    } else {
+        write_artifacts(&results, &config, &table, &out_dir)
+    };
+    if let Err(e) = written {
+        eprintln!("writing {}: {e}", out_dir.display());
+        return ExitCode::FAILURE;
     }
     if results.failures.is_empty() {
         eprintln!("bench: {} figures, no problems", results.cells.len());
@@ -204,7 +213,11 @@ fn write_artifacts(
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("latest.md"), table)?;
     for (metric, name, title) in [
-        (Metric::Ingress, "ingress", "ingress: frames/s reaching the consumer"),
+        (
+            Metric::Ingress,
+            "ingress",
+            "ingress: frames/s reaching the consumer",
+        ),
         (Metric::Broadcast, "broadcast", "broadcast: deliveries/s"),
         (Metric::EchoRate, "echo", "echo: round trips/s"),
     ] {

@@ -19,18 +19,70 @@ enum Unit {
     Seconds,
     Bytes,
     Ratio,
+    Count,
 }
 
 const TABLES: &[Table] = &[
-    Table { metric: Metric::Ingress, title: "ingress: frames/s reaching the channel-0 consumer (higher is better)", unit: Unit::Rate },
-    Table { metric: Metric::Broadcast, title: "broadcast: deliveries/s counted by the clients (higher is better)", unit: Unit::Rate },
-    Table { metric: Metric::EchoRate, title: "echo: round trips/s (higher is better)", unit: Unit::Rate },
-    Table { metric: Metric::EchoP50, title: "echo: median latency (lower is better)", unit: Unit::Seconds },
-    Table { metric: Metric::EchoP99, title: "echo: p99 latency (lower is better)", unit: Unit::Seconds },
-    Table { metric: Metric::IdleRate, title: "idle: frames/s from one busy client beside C idle ones (C=0: none; higher is better)", unit: Unit::Rate },
-    Table { metric: Metric::IdleRatio, title: "idle: throughput with C idle clients / with none (target ≥ 0.9)", unit: Unit::Ratio },
-    Table { metric: Metric::IdleMemory, title: "memory per idle connection: server RSS with C idle clients minus none, / C (lower is better)", unit: Unit::Bytes },
-    Table { metric: Metric::Accept, title: "connect storm: time until the server has taken in C connects (lower is better)", unit: Unit::Seconds },
+    Table {
+        metric: Metric::Ingress,
+        title: "ingress: frames/s reaching the channel-0 consumer (higher is better)",
+        unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::Broadcast,
+        title: "broadcast: deliveries/s counted by the clients (higher is better)",
+        unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::EchoRate,
+        title: "echo: round trips/s (higher is better)",
+        unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::EchoP50,
+        title: "echo: median latency (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::EchoP99,
+        title: "echo: p99 latency (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::IdleRate,
+        title: "idle: frames/s from one busy client beside C idle ones (C=0: none; higher is better)",
+        unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::IdleRatio,
+        title: "idle: throughput with C idle clients / with none (target ≥ 0.9)",
+        unit: Unit::Ratio,
+    },
+    Table {
+        metric: Metric::IdleMemory,
+        title: "memory per idle connection: server RSS with C idle clients minus none, / C (lower is better)",
+        unit: Unit::Bytes,
+    },
+    Table {
+        metric: Metric::Accept,
+        title: "connect storm: time until the server has taken in C connects, listen backlog as large as the kernel allows (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::Overflows,
+        title: "connect storm: listen-queue overflows (kernel ListenOverflows) during those connects, large backlog",
+        unit: Unit::Count,
+    },
+    Table {
+        metric: Metric::Accept128,
+        title: "connect storm with std's listen backlog of 128: time until the server has taken in C connects (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::Overflows128,
+        title: "connect storm with std's listen backlog of 128: listen-queue overflows",
+        unit: Unit::Count,
+    },
 ];
 
 fn fmt_value(v: f64, unit: Unit) -> String {
@@ -55,6 +107,7 @@ fn fmt_value(v: f64, unit: Unit) -> String {
         }
         Unit::Bytes => fmt_bytes(v),
         Unit::Ratio => format!("{v:.2}"),
+        Unit::Count => format!("{v:.0}"),
     }
 }
 
@@ -128,7 +181,7 @@ pub fn markdown(results: &Results, config: &Config) -> String {
                     continue;
                 };
                 let mut parts = vec![fmt_value(cell.value, table.unit)];
-                if !matches!(table.unit, Unit::Ratio) {
+                if !matches!(table.unit, Unit::Ratio | Unit::Count) {
                     if let Some(best) = best.filter(|b| *b > 0.0) {
                         parts.push(format!("{:.2}×T", cell.value / best));
                     }
@@ -163,7 +216,9 @@ pub fn markdown(results: &Results, config: &Config) -> String {
     out
 }
 
-const COLORS: &[&str] = &["#444444", "#1f77b4", "#6baed6", "#d62728", "#ff9896", "#2ca02c", "#98df8a"];
+const COLORS: &[&str] = &[
+    "#444444", "#1f77b4", "#6baed6", "#d62728", "#ff9896", "#2ca02c", "#98df8a",
+];
 
 /// An SVG line plot of `metric` against C, one line per peer, both axes log.
 pub fn svg(results: &Results, config: &Config, metric: Metric, title: &str) -> Option<String> {
@@ -197,8 +252,14 @@ pub fn svg(results: &Results, config: &Config, metric: Metric, title: &str) -> O
         y0 = y0.min(y);
         y1 = y1.max(y);
     }
-    let (lx0, lx1) = (x0.log10().floor(), x1.log10().ceil().max(x0.log10().floor() + 1.0));
-    let (ly0, ly1) = (y0.log10().floor(), y1.log10().ceil().max(y0.log10().floor() + 1.0));
+    let (lx0, lx1) = (
+        x0.log10().floor(),
+        x1.log10().ceil().max(x0.log10().floor() + 1.0),
+    );
+    let (ly0, ly1) = (
+        y0.log10().floor(),
+        y1.log10().ceil().max(y0.log10().floor() + 1.0),
+    );
     let (w, h, left, right, top, bottom) = (720.0, 440.0, 80.0, 170.0, 40.0, 50.0);
     let px = |x: f64| left + (x.log10() - lx0) / (lx1 - lx0) * (w - left - right);
     let py = |y: f64| h - bottom - (y.log10() - ly0) / (ly1 - ly0) * (h - top - bottom);
@@ -208,32 +269,85 @@ pub fn svg(results: &Results, config: &Config, metric: Metric, title: &str) -> O
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#, (w - right + left) / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
+        (w - right + left) / 2.0
+    );
     let mut e = ly0;
     while e <= ly1 {
         let y = py(10f64.powf(e));
-        let _ = writeln!(s, r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/>"##, w - right);
-        let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, left - 6.0, y + 4.0, fmt_value(10f64.powf(e), Unit::Rate));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" x2="{}" y1="{y}" y2="{y}" stroke="#ddd"/>"##,
+            w - right
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            left - 6.0,
+            y + 4.0,
+            fmt_value(10f64.powf(e), Unit::Rate)
+        );
         e += 1.0;
     }
     for &c in &config.clients {
         let x = px(c as f64);
-        let _ = writeln!(s, r##"<line x1="{x}" x2="{x}" y1="{top}" y2="{}" stroke="#eee"/>"##, h - bottom);
-        let _ = writeln!(s, r#"<text x="{x}" y="{}" text-anchor="middle">{c}</text>"#, h - bottom + 18.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x}" x2="{x}" y1="{top}" y2="{}" stroke="#eee"/>"##,
+            h - bottom
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{x}" y="{}" text-anchor="middle">{c}</text>"#,
+            h - bottom + 18.0
+        );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">clients (C), log scale</text>"#, (w - right + left) / 2.0, h - 8.0);
-    let _ = writeln!(s, r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#888"/>"##, w - left - right, h - top - bottom);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">clients (C), log scale</text>"#,
+        (w - right + left) / 2.0,
+        h - 8.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<rect x="{left}" y="{top}" width="{}" height="{}" fill="none" stroke="#888"/>"##,
+        w - left - right,
+        h - top - bottom
+    );
     for (i, (name, pts)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let path: Vec<String> = pts.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#, path.join(" "));
+        let path: Vec<String> = pts
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            path.join(" ")
+        );
         for &(x, y) in pts {
-            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#, px(x), py(y));
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{color}"/>"#,
+                px(x),
+                py(y)
+            );
         }
         let ly = top + 10.0 + i as f64 * 20.0;
         let lx = w - right + 15.0;
-        let _ = writeln!(s, r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#, lx + 22.0);
-        let _ = writeln!(s, r#"<text x="{}" y="{}">{name}</text>"#, lx + 28.0, ly + 4.0);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="3"/>"#,
+            lx + 22.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{name}</text>"#,
+            lx + 28.0,
+            ly + 4.0
+        );
     }
     s.push_str("</svg>\n");
     Some(s)

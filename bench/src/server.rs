@@ -21,7 +21,11 @@ impl Peer {
     /// Parses `kind` or `kind/threads` (threads default to 1).
     pub fn parse(s: &str) -> Result<Self, String> {
         let (kind, threads) = match s.split_once('/') {
-            Some((k, t)) => (k, t.parse().map_err(|_| format!("bad thread count in {s:?}"))?),
+            Some((k, t)) => (
+                k,
+                t.parse()
+                    .map_err(|_| format!("bad thread count in {s:?}"))?,
+            ),
             None => (s, 1),
         };
         Ok(Self {
@@ -159,7 +163,8 @@ impl Server {
 
     /// Waits until the consumer has seen `n` frames; returns the count then.
     pub fn wait_count(&mut self, n: u64, timeout: Duration) -> io::Result<u64> {
-        self.wait_for(n, timeout, Self::count, "frames").map(|(c, _)| c)
+        self.wait_for(n, timeout, Self::count, "frames")
+            .map(|(c, _)| c)
     }
 
     /// The server's resident memory now and at its peak.

@@ -62,7 +62,11 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     let mut frames_in = 0u64;
     let mut accepted = 0u64;
     loop {
-        let timeout = if again.is_empty() { None } else { Some(std::time::Duration::ZERO) };
+        let timeout = if again.is_empty() {
+            None
+        } else {
+            Some(std::time::Duration::ZERO)
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -112,14 +116,20 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
                     }
                 }
                 Token(key) => {
-                    if event.is_writable()
-                        && conns.contains(key)
-                        && flush(&mut conns[key]).is_err()
+                    if event.is_writable() && conns.contains(key) && flush(&mut conns[key]).is_err()
                     {
                         close(&mut conns, &poll, key);
                     }
                     if (event.is_readable() || event.is_read_closed()) && conns.contains(key) {
-                        read(&mut conns, &poll, key, &mut scratch, &mut frames_in, &mut again, opts.echo);
+                        read(
+                            &mut conns,
+                            &poll,
+                            key,
+                            &mut scratch,
+                            &mut frames_in,
+                            &mut again,
+                            opts.echo,
+                        );
                     }
                 }
             }
@@ -127,7 +137,15 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
         for key in std::mem::take(&mut again) {
             if let Some(conn) = conns.get_mut(key) {
                 conn.requeued = false;
-                read(&mut conns, &poll, key, &mut scratch, &mut frames_in, &mut again, opts.echo);
+                read(
+                    &mut conns,
+                    &poll,
+                    key,
+                    &mut scratch,
+                    &mut frames_in,
+                    &mut again,
+                    opts.echo,
+                );
             }
         }
         counters.frames.store(frames_in, Relaxed);

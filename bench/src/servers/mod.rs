@@ -23,6 +23,21 @@ pub struct ServerOpts {
     pub channel_capacity: usize,
     /// Per-connection outgoing queue (values), where the server has one.
     pub writer_capacity: usize,
+    /// `ours` with [`Policy::Disconnect`]: each stream's outgoing backlog
+    /// (values). Large enough that no broadcast run overflows it, so the
+    /// peak RSS beside the rate shows what that costs.
+    pub sender_buffer: usize,
+    /// `ours`: what a full outgoing backlog does.
+    pub policy: Policy,
+}
+
+/// The backlog policy of the `ours` server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Disconnect a client whose backlog overflows (the crate's default).
+    Disconnect,
+    /// Let the outgoing stream wait for room (lossless, like the peers).
+    Wait,
 }
 
 impl Default for ServerOpts {
@@ -33,6 +48,8 @@ impl Default for ServerOpts {
             backlog: 65_535,
             channel_capacity: 1024,
             writer_capacity: 128,
+            sender_buffer: 32_768,
+            policy: Policy::Disconnect,
         }
     }
 }
@@ -40,7 +57,7 @@ impl Default for ServerOpts {
 /// The server kinds this build knows.
 pub fn kinds() -> &'static [&'static str] {
     if cfg!(feature = "ours") {
-        &["mio", "tokio", "v016", "ours"]
+        &["mio", "tokio", "v016", "ours", "ours-wait"]
     } else {
         &["mio", "tokio", "v016"]
     }
@@ -54,6 +71,11 @@ pub fn run(kind: &str, opts: &ServerOpts) -> io::Result<()> {
         "v016" => v016::run(opts),
         #[cfg(feature = "ours")]
         "ours" => ours::run(opts),
+        #[cfg(feature = "ours")]
+        "ours-wait" => ours::run(&ServerOpts {
+            policy: Policy::Wait,
+            ..opts.clone()
+        }),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unknown server {other:?} (this build has {:?})", kinds()),

@@ -102,7 +102,11 @@ async fn read_loop(
     tx: mpsc::Sender<Incoming>,
 ) {
     while let Some(Ok(frame)) = frames.next().await {
-        if tx.send(Incoming::Message(id, frame.freeze())).await.is_err() {
+        if tx
+            .send(Incoming::Message(id, frame.freeze()))
+            .await
+            .is_err()
+        {
             return;
         }
     }

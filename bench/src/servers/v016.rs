@@ -63,7 +63,12 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     let echo = opts.echo;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
-        tokio::spawn(consume(mux.clone(), Arc::clone(&ids), Arc::clone(&counters), echo));
+        tokio::spawn(consume(
+            mux.clone(),
+            Arc::clone(&ids),
+            Arc::clone(&counters),
+            echo,
+        ));
         let mut accepted = 0u64;
         loop {
             let stream = match listener.accept().await {
