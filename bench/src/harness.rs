@@ -86,9 +86,11 @@ pub enum Metric {
     EchoP50,
     /// Echo latency, 99th percentile (seconds).
     EchoP99,
-    /// Frames/s from one busy client beside C idle ones.
+    /// Frames/s from one busy client alone.
+    IdleAlone,
+    /// Frames/s from the same busy client beside C idle ones.
     IdleRate,
-    /// `IdleRate` at C over `IdleRate` with no idle clients.
+    /// `IdleRate` over `IdleAlone`, in the same server process.
     IdleRatio,
     /// Server RSS per idle connection (bytes).
     IdleMemory,
@@ -152,12 +154,6 @@ pub struct Results {
 pub fn run(config: &Config) -> Results {
     let mut results = Results::default();
     for &scenario in &config.scenarios {
-        if scenario == Scenario::Idle {
-            // The baseline every idle figure is compared with: no idle clients.
-            for peer in &config.peers {
-                record(&mut results, config, scenario, peer, 0);
-            }
-        }
         for &c in &config.clients {
             for peer in &config.peers {
                 record(&mut results, config, scenario, peer, c);
@@ -173,7 +169,7 @@ fn record(results: &mut Results, config: &Config, scenario: Scenario, peer: &Pee
         Scenario::Ingress => ingress(config, peer, c),
         Scenario::Broadcast => broadcast(config, peer, c),
         Scenario::Echo => echo(config, peer, c),
-        Scenario::Idle => idle(config, peer, c, results),
+        Scenario::Idle => idle(config, peer, c),
         Scenario::Storm => storm(config, peer, c),
     };
     match outcome {
@@ -337,60 +333,78 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     ])
 }
 
-/// C idle clients (each sends one frame, then nothing), then one busy client.
-/// `c == 0` is the baseline the idle figures are compared with.
-fn idle(config: &Config, peer: &Peer, c: usize, results: &Results) -> Outcome {
+/// One busy client floods the server alone, then again beside C idle
+/// clients (each sends one frame, then nothing), in the same server process
+/// so the two rates are paired. Between the two, the idle clients' connect
+/// storm is timed and the server's RSS per idle connection is taken.
+fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let mut server = Server::spawn(peer, false, config.backlog)?;
     // One client comes and goes first, so that what a server sets up on first
-    // use (read buffers, lazily grown tables) is in the baseline, not the
-    // per-connection figure.
+    // use (read buffers, lazily grown tables) is not counted per connection.
     let mut warm = load::connect(server.addr, 1, config.timeout)?;
     load::send_hello(&mut warm)?;
     server.wait_count(1, config.timeout)?;
     drop(warm);
-    thread::sleep(Duration::from_millis(100));
+
+    let busy = load::connect(server.addr, 1, config.timeout)?;
+    server.wait_conns(2, config.timeout)?;
+    let run = load::start(Work::Ingress(None), busy, 1)?;
+    let alone = window_rate(config, &mut server)?;
+    let (busy, _) = run.stop()?;
+    // The busy client is now quiet too: let the server drain what it sent.
+    let base = settle(&mut server)?;
     let before = server.memory()?;
-    let mut out = Vec::new();
+
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
     let mut idle = load::connect(server.addr, c, config.timeout)?;
     load::send_hello(&mut idle)?;
-    server.wait_conns(c as u64 + 1, config.timeout)?;
+    server.wait_conns(c as u64 + 2, config.timeout)?;
     let accept = t0.elapsed();
     let overflows = listen_overflows()? - overflows;
-    let hellos = server.wait_count(c as u64 + 1, config.timeout)? - 1;
-    if c > 0 {
-        // Give per-connection state time to shrink back after the burst.
-        thread::sleep(Duration::from_millis(300));
-        let after = server.memory()?;
-        let mut accept = Cell::new(accept.as_secs_f64(), Some(after.peak));
-        if hellos != c as u64 {
-            accept.note = Some(format!("consumer saw {hellos} hellos from {c} clients"));
-        }
-        out.push((Metric::Accept, accept));
-        out.push((Metric::Overflows, Cell::new(overflows as f64, None)));
-        let per = after.rss.saturating_sub(before.rss) as f64 / c as f64;
-        out.push((Metric::IdleMemory, Cell::new(per, Some(after.peak))));
-    }
-    let busy = load::connect(server.addr, 1, config.timeout)?;
-    server.wait_conns(c as u64 + 2, config.timeout)?;
+    server.wait_count(base + c as u64, config.timeout)?;
+    let hellos = settle(&mut server)? - base;
+    // Give per-connection state time to shrink back after the burst.
+    thread::sleep(Duration::from_millis(300));
+    let after = server.memory()?;
+
     let run = load::start(Work::Ingress(None), busy, 1)?;
-    let rate = window_rate(config, &mut server)?;
+    let beside = window_rate(config, &mut server)?;
     let memory = server.memory()?;
     run.stop()?;
     drop(idle);
-    out.push((Metric::IdleRate, Cell::new(rate, Some(memory.peak))));
-    if let Some(zero) = results
-        .cells
-        .get(&(Metric::IdleRate, 0, peer.clone()))
-        .filter(|_| c > 0)
-    {
-        out.push((
-            Metric::IdleRatio,
-            Cell::new(rate / zero.value, Some(memory.peak)),
-        ));
+
+    let mut accept = Cell::new(accept.as_secs_f64(), Some(after.peak));
+    if hellos != c as u64 {
+        accept.note = Some(format!("consumer saw {hellos} hellos from {c} clients"));
     }
-    Ok(out)
+    let per = after.rss.saturating_sub(before.rss) as f64 / c.max(1) as f64;
+    Ok(vec![
+        (Metric::Accept, accept),
+        (Metric::Overflows, Cell::new(overflows as f64, None)),
+        (Metric::IdleMemory, Cell::new(per, Some(after.peak))),
+        (Metric::IdleAlone, Cell::new(alone, Some(before.peak))),
+        (Metric::IdleRate, Cell::new(beside, Some(memory.peak))),
+        (
+            Metric::IdleRatio,
+            Cell::new(beside / alone, Some(memory.peak)),
+        ),
+    ])
+}
+
+/// Waits until the consumer's count stops moving (two equal readings 50 ms
+/// apart, at most 5 s); returns it.
+fn settle(server: &mut Server) -> io::Result<u64> {
+    let mut last = server.count()?;
+    for _ in 0..100 {
+        thread::sleep(Duration::from_millis(50));
+        let now = server.count()?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
 }
 
 /// C clients connect at once to a server listening with std's backlog of
@@ -400,7 +414,11 @@ fn storm(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let mut server = Server::spawn(peer, false, 128)?;
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
-    let socks = load::connect(server.addr, c, config.timeout)?;
+    let mut socks = load::connect(server.addr, c, config.timeout)?;
+    // Clients speak first, as real ones do. It matters: under SYN cookies a
+    // handshake whose last ACK met a full queue leaves the client believing
+    // it is connected, and only its data (retransmitted) gets it accepted.
+    load::send_hello(&mut socks)?;
     server.wait_conns(c as u64, config.timeout)?;
     let accept = t0.elapsed();
     let overflows = listen_overflows()? - overflows;

@@ -25,7 +25,8 @@ use crate::proto::{
 const INGRESS_BATCH: usize = 1024;
 /// Per-thread read buffer.
 const SCRATCH: usize = 64 * 1024;
-/// How long a stopped echo run waits for its outstanding requests.
+/// How long a stopped run waits for outstanding echoes (echo) or to finish
+/// the frames in progress (ingress).
 const ECHO_DRAIN: Duration = Duration::from_secs(10);
 
 /// Connects `n` clients to `addr` at once (non-blocking connects, then one
@@ -277,7 +278,25 @@ impl Worker {
                             break;
                         }
                     }
-                    _ => break,
+                    Work::Ingress(_) => {
+                        // Stop on a frame boundary, so that the sockets can be
+                        // handed to another run and the stream stays parseable.
+                        let until = *drain_until.get_or_insert_with(|| Instant::now() + ECHO_DRAIN);
+                        let mut partial = 0;
+                        for i in 0..self.clients.len() {
+                            let c = &self.clients[i];
+                            if c.budget > 0 && !c.pos.is_multiple_of(FRAME) {
+                                self.on_writable(i);
+                                let c = &self.clients[i];
+                                partial +=
+                                    usize::from(c.budget > 0 && !c.pos.is_multiple_of(FRAME));
+                            }
+                        }
+                        if partial == 0 || Instant::now() >= until {
+                            break;
+                        }
+                    }
+                    Work::Receive => break,
                 }
             }
             match self.poll.poll(&mut events, Some(Duration::from_millis(5))) {
@@ -306,12 +325,17 @@ impl Worker {
     fn on_writable(&mut self, i: usize) {
         match self.work {
             Work::Ingress(_) => {
-                if self.shared.stop.load(Relaxed) {
-                    return;
-                }
+                let stopping = self.shared.stop.load(Relaxed);
                 let c = &mut self.clients[i];
                 while c.budget > 0 {
-                    let end = (c.pos as u64 + c.budget).min(self.ingress.len() as u64) as usize;
+                    let mut end = (c.pos as u64 + c.budget).min(self.ingress.len() as u64) as usize;
+                    if stopping {
+                        // Only finish the frame in progress (see `run`).
+                        if c.pos.is_multiple_of(FRAME) {
+                            return;
+                        }
+                        end = end.min((c.pos / FRAME + 1) * FRAME);
+                    }
                     match c.stream.write(&self.ingress[c.pos..end]) {
                         Ok(n) => {
                             c.pos = (c.pos + n) % self.ingress.len();

@@ -49,18 +49,23 @@ const TABLES: &[Table] = &[
         unit: Unit::Seconds,
     },
     Table {
+        metric: Metric::IdleAlone,
+        title: "idle: frames/s from one busy client alone (the baseline of the next two tables)",
+        unit: Unit::Rate,
+    },
+    Table {
         metric: Metric::IdleRate,
-        title: "idle: frames/s from one busy client beside C idle ones (C=0: none; higher is better)",
+        title: "idle: frames/s from the same busy client beside C idle clients (higher is better)",
         unit: Unit::Rate,
     },
     Table {
         metric: Metric::IdleRatio,
-        title: "idle: throughput with C idle clients / with none (target ≥ 0.9)",
+        title: "idle: busy client's throughput beside C idle clients / alone, same server process (target ≥ 0.9)",
         unit: Unit::Ratio,
     },
     Table {
         metric: Metric::IdleMemory,
-        title: "memory per idle connection: server RSS with C idle clients minus none, / C (lower is better)",
+        title: "memory per idle connection: server RSS with C idle clients minus without them, / C (lower is better)",
         unit: Unit::Bytes,
     },
     Table {
