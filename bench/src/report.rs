@@ -205,9 +205,19 @@ pub fn markdown(results: &Results, config: &Config) -> String {
                 if cell.note.is_some() {
                     parts.push("(!)".into());
                 }
+                if cell.info.is_some() {
+                    parts.push("(*)".into());
+                }
                 let _ = write!(out, " {} |", parts.join(" · "));
             }
             out.push('\n');
+        }
+        out.push('\n');
+    }
+    if results.cells.values().any(|c| c.info.is_some()) {
+        let _ = writeln!(out, "Notes (cells marked (*)):\n");
+        for n in &results.notes {
+            let _ = writeln!(out, "- {n}");
         }
         out.push('\n');
     }
