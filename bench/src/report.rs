@@ -302,7 +302,7 @@ pub fn svg(results: &Results, config: &Config, metric: Metric, title: &str) -> O
             r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
             left - 6.0,
             y + 4.0,
-            fmt_value(10f64.powf(e), Unit::Rate)
+            fmt_tick(10f64.powf(e))
         );
         e += 1.0;
     }
@@ -366,4 +366,16 @@ pub fn svg(results: &Results, config: &Config, metric: Metric, title: &str) -> O
     }
     s.push_str("</svg>\n");
     Some(s)
+}
+
+/// An axis label for a power of ten: `10 k/s`, `1 M/s`, `100 M/s`.
+fn fmt_tick(v: f64) -> String {
+    let (scaled, unit) = if v >= 1e6 {
+        (v / 1e6, " M/s")
+    } else if v >= 1e3 {
+        (v / 1e3, " k/s")
+    } else {
+        (v, "/s")
+    };
+    format!("{}{unit}", scaled.round())
 }
