@@ -114,7 +114,8 @@ pub enum Work {
 pub struct Shared {
     /// Set by the harness: stop (echo: stop sending, then drain).
     pub stop: AtomicBool,
-    /// Set by the harness: record latencies from now on.
+    /// Set by the harness while it measures: requests sent meanwhile have
+    /// their latency recorded (stopping waits for their echoes).
     pub measuring: AtomicBool,
     /// Ingress: whole frames written. Receive: frames received. Echo: round trips.
     pub frames: AtomicU64,
@@ -200,6 +201,10 @@ struct Client {
     id: u32,
     seq: u32,
     sent_at: Instant,
+    /// The request was sent while the harness was measuring: its latency is
+    /// recorded whenever its echo comes, even after the window (a starved
+    /// client's slow answers are the tail, not something to leave out).
+    in_window: bool,
     outstanding: bool,
     request: [u8; FRAME],
 }
@@ -243,6 +248,7 @@ impl Worker {
                 id: first_id + i as u32,
                 seq: 0,
                 sent_at: Instant::now(),
+                in_window: false,
                 outstanding: false,
                 request: [0; FRAME],
             });
@@ -425,7 +431,7 @@ impl Worker {
             if replies > 0 {
                 let c = &mut self.clients[i];
                 c.outstanding = false;
-                if self.shared.measuring.load(Relaxed) {
+                if c.in_window {
                     let ns = c.sent_at.elapsed().as_nanos() as u64;
                     let _ = self.hist.record(ns.max(1));
                 }
@@ -444,6 +450,7 @@ impl Worker {
         c.request = frame(&echo_payload(c.id, c.seq));
         c.pos = 0;
         c.outstanding = true;
+        c.in_window = self.shared.measuring.load(Relaxed);
         c.sent_at = Instant::now();
         self.flush_request(i);
     }
