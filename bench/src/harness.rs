@@ -333,11 +333,11 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let run = load::start(Work::Echo, socks, config.gen_threads)?;
     let shared = run.shared();
     thread::sleep(config.warmup);
-    shared.measuring.store(true, Relaxed);
+    shared.window_open.store(true, Relaxed);
     let (c0, t0) = (shared.frames.load(Relaxed), Instant::now());
     thread::sleep(config.duration);
     let (c1, t1) = (shared.frames.load(Relaxed), Instant::now());
-    shared.measuring.store(false, Relaxed);
+    shared.window_closed.store(true, Relaxed);
     let memory = server.memory()?;
     // Stopping drains: every client waits for its last echo.
     let (_, hist) = run.stop()?;

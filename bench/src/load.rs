@@ -114,9 +114,14 @@ pub enum Work {
 pub struct Shared {
     /// Set by the harness: stop (echo: stop sending, then drain).
     pub stop: AtomicBool,
-    /// Set by the harness while it measures: requests sent meanwhile have
-    /// their latency recorded (stopping waits for their echoes).
-    pub measuring: AtomicBool,
+    /// Set by the harness when its measuring window opens (never reset).
+    pub window_open: AtomicBool,
+    /// Set by the harness when the window closes. Every request alive at
+    /// some time inside the window (sent before it closed, answered after
+    /// it opened) has its latency recorded, however late its echo comes:
+    /// stopping waits for it. A client the server starves is the tail, not
+    /// something left out.
+    pub window_closed: AtomicBool,
     /// Ingress: whole frames written. Receive: frames received. Echo: round trips.
     pub frames: AtomicU64,
     /// Frames with a wrong length or content, or echoes nobody asked for.
@@ -201,10 +206,8 @@ struct Client {
     id: u32,
     seq: u32,
     sent_at: Instant,
-    /// The request was sent while the harness was measuring: its latency is
-    /// recorded whenever its echo comes, even after the window (a starved
-    /// client's slow answers are the tail, not something to leave out).
-    in_window: bool,
+    /// The request was sent before the measuring window closed.
+    sent_before_close: bool,
     outstanding: bool,
     request: [u8; FRAME],
 }
@@ -248,7 +251,7 @@ impl Worker {
                 id: first_id + i as u32,
                 seq: 0,
                 sent_at: Instant::now(),
-                in_window: false,
+                sent_before_close: false,
                 outstanding: false,
                 request: [0; FRAME],
             });
@@ -431,7 +434,7 @@ impl Worker {
             if replies > 0 {
                 let c = &mut self.clients[i];
                 c.outstanding = false;
-                if c.in_window {
+                if c.sent_before_close && self.shared.window_open.load(Relaxed) {
                     let ns = c.sent_at.elapsed().as_nanos() as u64;
                     let _ = self.hist.record(ns.max(1));
                 }
@@ -450,7 +453,7 @@ impl Worker {
         c.request = frame(&echo_payload(c.id, c.seq));
         c.pos = 0;
         c.outstanding = true;
-        c.in_window = self.shared.measuring.load(Relaxed);
+        c.sent_before_close = !self.shared.window_closed.load(Relaxed);
         c.sent_at = Instant::now();
         self.flush_request(i);
     }
