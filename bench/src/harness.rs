@@ -1,0 +1,488 @@
+//! The scenarios of SPEC §5, each run against a fresh server process per
+//! (peer, client count), with the same load generator for every peer.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::load::{self, Work};
+use crate::server::{Peer, Server};
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Client counts (C).
+    pub clients: Vec<usize>,
+    /// Measured window of the timed scenarios.
+    pub duration: Duration,
+    /// Load before the window opens.
+    pub warmup: Duration,
+    /// Broadcast: deliveries per run (rounds = deliveries / C, at least 1).
+    pub deliveries: u64,
+    /// Load generator threads.
+    pub gen_threads: usize,
+    /// Listen backlog asked of every server.
+    pub backlog: i32,
+    /// Smoke mode: tiny sizes, exact counts checked, no figures that matter.
+    pub smoke: bool,
+    /// Servers under test.
+    pub peers: Vec<Peer>,
+    /// Scenarios to run.
+    pub scenarios: Vec<Scenario>,
+    /// Longest wait for anything (connections, deliveries, a drain).
+    pub timeout: Duration,
+}
+
+/// A workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scenario {
+    /// All clients send; the server's channel-0 consumer counts.
+    Ingress,
+    /// One message to every id, R rounds; clients count.
+    Broadcast,
+    /// One frame out, wait for its echo, repeat.
+    Echo,
+    /// C idle clients plus one busy one; memory per idle connection; accept time.
+    Idle,
+    /// Accept time for C connects with std's listen backlog of 128.
+    Storm,
+}
+
+impl Scenario {
+    /// All scenarios, in table order.
+    pub const ALL: [Scenario; 5] = [
+        Self::Ingress,
+        Self::Broadcast,
+        Self::Echo,
+        Self::Idle,
+        Self::Storm,
+    ];
+
+    /// Parses a scenario name.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "ingress" => Self::Ingress,
+            "broadcast" => Self::Broadcast,
+            "echo" => Self::Echo,
+            "idle" => Self::Idle,
+            "storm" => Self::Storm,
+            _ => return Err(format!("unknown scenario {s:?}")),
+        })
+    }
+}
+
+/// One figure of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    /// Frames/s that reached the consumer.
+    Ingress,
+    /// Deliveries/s of broadcast frames, counted by the clients.
+    Broadcast,
+    /// Echo round trips/s.
+    EchoRate,
+    /// Echo latency, median (seconds).
+    EchoP50,
+    /// Echo latency, 99th percentile (seconds).
+    EchoP99,
+    /// Frames/s from one busy client alone.
+    IdleAlone,
+    /// Frames/s from the same busy client beside C idle ones.
+    IdleRate,
+    /// `IdleRate` over `IdleAlone`, in the same server process.
+    IdleRatio,
+    /// Server RSS per idle connection (bytes).
+    IdleMemory,
+    /// Time for C connects to be taken in by the server (seconds).
+    Accept,
+    /// The kernel's `ListenOverflows` during those connects.
+    Overflows,
+    /// `Accept` with a listen backlog of 128, as `std` binds.
+    Accept128,
+    /// `Overflows` with a listen backlog of 128.
+    Overflows128,
+}
+
+impl Metric {
+    /// Whether a larger value is better.
+    pub fn higher_is_better(self) -> bool {
+        !matches!(
+            self,
+            Self::EchoP50
+                | Self::EchoP99
+                | Self::IdleMemory
+                | Self::Accept
+                | Self::Overflows
+                | Self::Accept128
+                | Self::Overflows128
+        )
+    }
+}
+
+/// One measured figure, with the server's peak RSS during the run.
+#[derive(Clone, Debug)]
+pub struct Cell {
+    /// The figure.
+    pub value: f64,
+    /// The server's `VmHWM` at the end of the run.
+    pub peak_rss: Option<u64>,
+    /// A correctness problem (lost, duplicated or malformed frames): the run
+    /// fails.
+    pub note: Option<String>,
+    /// Something the reader must know that is not a failure (a broadcast
+    /// that did not finish within `--timeout`: its rate is over what arrived).
+    pub info: Option<String>,
+}
+
+impl Cell {
+    fn new(value: f64, peak_rss: Option<u64>) -> Self {
+        Self {
+            value,
+            peak_rss,
+            note: None,
+            info: None,
+        }
+    }
+}
+
+/// Everything one run measured, by (metric, C, peer).
+#[derive(Debug, Default)]
+pub struct Results {
+    /// The figures.
+    pub cells: BTreeMap<(Metric, usize, Peer), Cell>,
+    /// Failures: a run with any of these exits non-zero.
+    pub failures: Vec<String>,
+    /// Footnotes that are not failures.
+    pub notes: Vec<String>,
+}
+
+/// Runs every scenario of `config` against every peer.
+pub fn run(config: &Config) -> Results {
+    let mut results = Results::default();
+    for &scenario in &config.scenarios {
+        for &c in &config.clients {
+            for peer in &config.peers {
+                record(&mut results, config, scenario, peer, c);
+            }
+        }
+    }
+    results
+}
+
+fn record(results: &mut Results, config: &Config, scenario: Scenario, peer: &Peer, c: usize) {
+    eprint!("{scenario:?} C={c} {peer}: ");
+    let outcome = match scenario {
+        Scenario::Ingress => ingress(config, peer, c),
+        Scenario::Broadcast => broadcast(config, peer, c),
+        Scenario::Echo => echo(config, peer, c),
+        Scenario::Idle => idle(config, peer, c),
+        Scenario::Storm => storm(config, peer, c),
+    };
+    match outcome {
+        Ok(cells) => {
+            let mut line = Vec::new();
+            for (metric, cell) in cells {
+                line.push(format!("{metric:?}={:.4e}", cell.value));
+                if let Some(note) = &cell.note {
+                    line.push(format!("[{note}]"));
+                    results
+                        .failures
+                        .push(format!("{scenario:?} C={c} {peer}: {note}"));
+                }
+                if let Some(info) = &cell.info {
+                    line.push(format!("[{info}]"));
+                    results
+                        .notes
+                        .push(format!("{metric:?} C={c} {peer}: {info}"));
+                }
+                results.cells.insert((metric, c, peer.clone()), cell);
+            }
+            eprintln!("{}", line.join(" "));
+        }
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            results
+                .failures
+                .push(format!("{scenario:?} C={c} {peer}: {e}"));
+        }
+    }
+}
+
+type Outcome = io::Result<Vec<(Metric, Cell)>>;
+
+/// Sets up a server and `c` connected clients it has taken in.
+fn start(
+    config: &Config,
+    peer: &Peer,
+    echo: bool,
+    c: usize,
+) -> io::Result<(Server, Vec<mio::net::TcpStream>)> {
+    let mut server = Server::spawn(peer, echo, config.backlog)?;
+    let socks = load::connect(server.addr, c, config.timeout)?;
+    server.wait_conns(c as u64, config.timeout)?;
+    Ok((server, socks))
+}
+
+/// Frames per client in a smoke ingress run (checked exactly).
+const SMOKE_FRAMES: u64 = 500;
+/// Broadcast rounds in a smoke run (checked exactly).
+const SMOKE_ROUNDS: u64 = 50;
+
+fn ingress(config: &Config, peer: &Peer, c: usize) -> Outcome {
+    let (mut server, socks) = start(config, peer, false, c)?;
+    if config.smoke {
+        let expected = c as u64 * SMOKE_FRAMES;
+        let t0 = Instant::now();
+        let run = load::start(Work::Ingress(Some(SMOKE_FRAMES)), socks, config.gen_threads)?;
+        let got = server.wait_count(expected, config.timeout)?;
+        let secs = t0.elapsed().as_secs_f64();
+        // Anything past the target would be a duplicate: look once more.
+        thread::sleep(Duration::from_millis(50));
+        let got = got.max(server.count()?);
+        let memory = server.memory()?;
+        run.stop()?;
+        let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
+        if got != expected {
+            cell.note = Some(format!(
+                "consumer saw {got} frames, clients sent {expected}"
+            ));
+        }
+        return Ok(vec![(Metric::Ingress, cell)]);
+    }
+    let run = load::start(Work::Ingress(None), socks, config.gen_threads)?;
+    let rate = window_rate(config, &mut server)?;
+    let memory = server.memory()?;
+    run.stop()?;
+    Ok(vec![(Metric::Ingress, Cell::new(rate, Some(memory.peak)))])
+}
+
+/// Consumer frames/s over the measured window, after the warm-up.
+/// The window is cut in this many slices; the figure is their median, so a
+/// burst of someone else's work on the shared machine moves it less.
+const SLICES: usize = 5;
+
+fn window_rate(config: &Config, server: &mut Server) -> io::Result<f64> {
+    thread::sleep(config.warmup);
+    let mut rates = Vec::with_capacity(SLICES);
+    let (mut c0, mut t0) = (server.count()?, Instant::now());
+    for _ in 0..SLICES {
+        thread::sleep(config.duration / SLICES as u32);
+        let (c1, t1) = (server.count()?, Instant::now());
+        rates.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64());
+        (c0, t0) = (c1, t1);
+    }
+    rates.sort_by(f64::total_cmp);
+    Ok(rates[SLICES / 2])
+}
+
+fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
+    let (mut server, socks) = start(config, peer, false, c)?;
+    let rounds = if config.smoke {
+        SMOKE_ROUNDS
+    } else {
+        (config.deliveries / c as u64).max(1)
+    };
+    let expected = rounds * c as u64;
+    let run = load::start(Work::Receive, socks, config.gen_threads)?;
+    let t0 = Instant::now();
+    server.broadcast(rounds)?;
+    let shared = run.shared();
+    let (mut note, mut info) = (None, None);
+    loop {
+        let got = shared.frames.load(Relaxed);
+        if got >= expected {
+            break;
+        }
+        if t0.elapsed() > config.timeout {
+            let partial = format!(
+                "{got} of {expected} delivered within the {:?} timeout",
+                config.timeout
+            );
+            if config.smoke {
+                note = Some(partial);
+            } else {
+                info = Some(partial);
+            }
+            break;
+        }
+        thread::sleep(Duration::from_micros(200));
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let memory = server.memory()?;
+    if config.smoke {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let got = shared.frames.load(Relaxed);
+    let bad = shared.bad.load(Relaxed);
+    let closed = shared.closed.load(Relaxed);
+    if info.is_none() && (got != expected || bad != 0 || closed != 0) {
+        note = Some(format!(
+            "{got} of {expected} delivered, {bad} malformed, {closed} clients closed"
+        ));
+    }
+    run.stop()?;
+    let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
+    cell.note = note;
+    cell.info = info;
+    Ok(vec![(Metric::Broadcast, cell)])
+}
+
+fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
+    let (server, socks) = start(config, peer, true, c)?;
+    let run = load::start(Work::Echo, socks, config.gen_threads)?;
+    let shared = run.shared();
+    thread::sleep(config.warmup);
+    shared.window_open.store(true, Relaxed);
+    let (c0, t0) = (shared.frames.load(Relaxed), Instant::now());
+    thread::sleep(config.duration);
+    let (c1, t1) = (shared.frames.load(Relaxed), Instant::now());
+    shared.window_closed.store(true, Relaxed);
+    let memory = server.memory()?;
+    // Stopping drains: every client waits for its last echo.
+    let (_, hist) = run.stop()?;
+    let (bad, lost, closed) = (
+        shared.bad.load(Relaxed),
+        shared.lost.load(Relaxed),
+        shared.closed.load(Relaxed),
+    );
+    let note = (bad != 0 || lost != 0 || closed != 0).then(|| {
+        format!("{bad} wrong echoes, {lost} requests unanswered, {closed} clients closed")
+    });
+    let peak = Some(memory.peak);
+    let mut rate = Cell::new((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), peak);
+    rate.note = note;
+    Ok(vec![
+        (Metric::EchoRate, rate),
+        (
+            Metric::EchoP50,
+            Cell::new(hist.value_at_quantile(0.50) as f64 * 1e-9, peak),
+        ),
+        (
+            Metric::EchoP99,
+            Cell::new(hist.value_at_quantile(0.99) as f64 * 1e-9, peak),
+        ),
+    ])
+}
+
+/// One busy client floods the server alone, then again beside C idle
+/// clients (each sends one frame, then nothing), in the same server process
+/// so the two rates are paired. Between the two, the idle clients' connect
+/// storm is timed and the server's RSS per idle connection is taken.
+fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
+    let mut server = Server::spawn(peer, false, config.backlog)?;
+    // One client comes and goes first, so that what a server sets up on first
+    // use (read buffers, lazily grown tables) is not counted per connection.
+    let mut warm = load::connect(server.addr, 1, config.timeout)?;
+    load::send_hello(&mut warm)?;
+    server.wait_count(1, config.timeout)?;
+    drop(warm);
+
+    let busy = load::connect(server.addr, 1, config.timeout)?;
+    server.wait_conns(2, config.timeout)?;
+    let run = load::start(Work::Ingress(None), busy, 1)?;
+    // A fresh connection's buffers are still growing (TCP autotuning): give
+    // it longer, or "alone" would be measured on a colder path than "beside".
+    thread::sleep(config.warmup * 2);
+    let alone = window_rate(config, &mut server)?;
+    let (busy, _) = run.stop()?;
+    // The busy client is now quiet too: let the server drain what it sent.
+    let base = settle(&mut server)?;
+    let before = server.memory()?;
+
+    let overflows = listen_overflows()?;
+    let t0 = Instant::now();
+    let mut idle = load::connect(server.addr, c, config.timeout)?;
+    load::send_hello(&mut idle)?;
+    server.wait_conns(c as u64 + 2, config.timeout)?;
+    let accept = t0.elapsed();
+    let overflows = listen_overflows()? - overflows;
+    server.wait_count(base + c as u64, config.timeout)?;
+    let hellos = settle(&mut server)? - base;
+    // Give per-connection state time to shrink back after the burst.
+    thread::sleep(Duration::from_millis(300));
+    let after = server.memory()?;
+
+    let run = load::start(Work::Ingress(None), busy, 1)?;
+    let beside = window_rate(config, &mut server)?;
+    let memory = server.memory()?;
+    run.stop()?;
+    drop(idle);
+
+    let mut accept = Cell::new(accept.as_secs_f64(), Some(after.peak));
+    if hellos != c as u64 {
+        accept.note = Some(format!("consumer saw {hellos} hellos from {c} clients"));
+    }
+    let per = after.rss.saturating_sub(before.rss) as f64 / c.max(1) as f64;
+    Ok(vec![
+        (Metric::Accept, accept),
+        (Metric::Overflows, Cell::new(overflows as f64, None)),
+        (Metric::IdleMemory, Cell::new(per, Some(after.peak))),
+        (Metric::IdleAlone, Cell::new(alone, Some(before.peak))),
+        (Metric::IdleRate, Cell::new(beside, Some(memory.peak))),
+        (
+            Metric::IdleRatio,
+            Cell::new(beside / alone, Some(memory.peak)),
+        ),
+    ])
+}
+
+/// Waits until the consumer's count stops moving (two equal readings 50 ms
+/// apart, at most 5 s); returns it.
+fn settle(server: &mut Server) -> io::Result<u64> {
+    let mut last = server.count()?;
+    for _ in 0..100 {
+        thread::sleep(Duration::from_millis(50));
+        let now = server.count()?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Ok(last)
+}
+
+/// C clients connect at once to a server listening with std's backlog of
+/// 128: how long until it has taken them all in, and how many handshakes the
+/// kernel dropped on the way (each costs its client a retry after 1 s+).
+fn storm(config: &Config, peer: &Peer, c: usize) -> Outcome {
+    let mut server = Server::spawn(peer, false, 128)?;
+    let overflows = listen_overflows()?;
+    let t0 = Instant::now();
+    let mut socks = load::connect(server.addr, c, config.timeout)?;
+    // Clients speak first, as real ones do. It matters: under SYN cookies a
+    // handshake whose last ACK met a full queue leaves the client believing
+    // it is connected, and only its data (retransmitted) gets it accepted.
+    load::send_hello(&mut socks)?;
+    server.wait_conns(c as u64, config.timeout)?;
+    let accept = t0.elapsed();
+    let overflows = listen_overflows()? - overflows;
+    let memory = server.memory()?;
+    drop(socks);
+    Ok(vec![
+        (
+            Metric::Accept128,
+            Cell::new(accept.as_secs_f64(), Some(memory.peak)),
+        ),
+        (Metric::Overflows128, Cell::new(overflows as f64, None)),
+    ])
+}
+
+/// The kernel's count of connections dropped because a listen queue was
+/// full (`TcpExt: ListenOverflows` in `/proc/net/netstat`; machine-wide).
+fn listen_overflows() -> io::Result<u64> {
+    let netstat = std::fs::read_to_string("/proc/net/netstat")?;
+    let mut lines = netstat.lines();
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        if !names.starts_with("TcpExt:") {
+            continue;
+        }
+        let found = names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "ListenOverflows")
+            .and_then(|(_, v)| v.parse().ok());
+        return found.ok_or_else(|| io::Error::other("no ListenOverflows in /proc/net/netstat"));
+    }
+    Err(io::Error::other("no TcpExt in /proc/net/netstat"))
+}

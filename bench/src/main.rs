@@ -1,0 +1,229 @@
+//! `bench all` runs every scenario against every server and prints the
+//! table; `bench server ...` is how the harness starts each server.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bench::harness::{self, Config, Metric, Scenario};
+use bench::report;
+use bench::server::Peer;
+use bench::servers::{self, ServerOpts};
+
+const USAGE: &str = "\
+usage:
+  bench all [options]        run the scenarios, print the markdown table, write plots
+  bench server --impl KIND [--threads N] [--echo] [--backlog N]
+
+options of `all`:
+  --clients 100,1000,10000   client counts C
+  --duration SECS            measured window (default 2)
+  --warmup SECS              load before the window (default 0.5)
+  --deliveries N             broadcast deliveries per run (rounds = N / C; default 2000000)
+  --peers LIST               e.g. mio,tokio/1,tokio/2,v016/1,v016/2,ours/1,ours/2,ours-wait/1
+                             (`ours`: backlog policy Disconnect, `ours-wait`: Wait;
+                             both need `--features ours`)
+  --scenarios LIST           ingress,broadcast,echo,idle
+  --gen-threads N            load generator threads (default 1)
+  --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
+  --timeout SECS             longest wait for connects or deliveries (default 60)
+  --out DIR                  where the table and plots go (default bench/results)
+  --smoke                    tiny sizes; exact counts checked; exits non-zero on a mismatch
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("server") => server(&args[1..]),
+        Some("all") => all(&args[1..]),
+        _ => {
+            eprint!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn value<'a>(args: &'a [String], i: &mut usize) -> &'a str {
+    *i += 1;
+    match args.get(*i) {
+        Some(v) => v,
+        None => {
+            eprint!("missing value for {}\n{USAGE}", args[*i - 1]);
+            std::process::exit(2)
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(s: &str) -> T {
+    s.parse().unwrap_or_else(|_| {
+        eprint!("bad value {s:?}\n{USAGE}");
+        std::process::exit(2)
+    })
+}
+
+fn server(args: &[String]) -> ExitCode {
+    let mut kind = String::new();
+    let mut opts = ServerOpts::default();
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--impl" => kind = value(args, &mut i).to_string(),
+            "--threads" => opts.threads = parse(value(args, &mut i)),
+            "--backlog" => opts.backlog = parse(value(args, &mut i)),
+            "--echo" => opts.echo = true,
+            other => {
+                eprint!("unknown option {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    match servers::run(&kind, &opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server {kind}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_peers() -> Vec<Peer> {
+    let mut peers = vec!["mio", "tokio/1", "tokio/2", "v016/1", "v016/2"];
+    if cfg!(feature = "ours") {
+        peers.extend(["ours/1", "ours/2", "ours-wait/1"]);
+    }
+    peers
+        .into_iter()
+        .map(|p| Peer::parse(p).expect("valid peer"))
+        .collect()
+}
+
+fn all(args: &[String]) -> ExitCode {
+    let mut config = Config {
+        clients: vec![100, 1_000, 10_000],
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_millis(500),
+        deliveries: 2_000_000,
+        gen_threads: 1,
+        backlog: 65_535,
+        smoke: false,
+        peers: default_peers(),
+        scenarios: Scenario::ALL.to_vec(),
+        timeout: Duration::from_secs(60),
+    };
+    let mut out_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
+    let mut clients_given = false;
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--clients" => {
+                config.clients = value(args, &mut i).split(',').map(parse).collect();
+                clients_given = true;
+            }
+            "--duration" => config.duration = Duration::from_secs_f64(parse(value(args, &mut i))),
+            "--warmup" => config.warmup = Duration::from_secs_f64(parse(value(args, &mut i))),
+            "--deliveries" => config.deliveries = parse(value(args, &mut i)),
+            "--gen-threads" => config.gen_threads = parse(value(args, &mut i)),
+            "--backlog" => config.backlog = parse(value(args, &mut i)),
+            "--timeout" => config.timeout = Duration::from_secs_f64(parse(value(args, &mut i))),
+            "--out" => out_dir = PathBuf::from(value(args, &mut i)),
+            "--smoke" => config.smoke = true,
+            "--peers" => {
+                let list = value(args, &mut i);
+                match list.split(',').map(Peer::parse).collect() {
+                    Ok(p) => config.peers = p,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            "--scenarios" => {
+                let list = value(args, &mut i);
+                match list.split(',').map(Scenario::parse).collect() {
+                    Ok(s) => config.scenarios = s,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            other => {
+                eprint!("unknown option {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    if config.smoke {
+        if !clients_given {
+            config.clients = vec![20];
+        }
+        config.duration = Duration::from_millis(300);
+        config.warmup = Duration::from_millis(100);
+        config.timeout = Duration::from_secs(30);
+    }
+    for p in &config.peers {
+        if !servers::kinds().contains(&p.kind.as_str()) {
+            eprintln!("unknown peer {p} (this build has {:?})", servers::kinds());
+            return ExitCode::from(2);
+        }
+    }
+    let max_c = config.clients.iter().copied().max().unwrap_or(0) as u64;
+    match bench::raise_fd_limit(max_c + 1_000) {
+        Ok(n) if n < max_c + 100 => {
+            eprintln!("open-file limit is {n}: too low for {max_c} clients");
+            return ExitCode::FAILURE;
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("warning: could not raise the open-file limit: {e}"),
+    }
+
+    let results = harness::run(&config);
+    let table = report::markdown(&results, &config);
+    println!("{table}");
+    // A smoke run's figures mean nothing: it leaves the artifacts alone.
+    let written = if config.smoke {
+        Ok(())
+    } else {
+        write_artifacts(&results, &config, &table, &out_dir)
+    };
+    if let Err(e) = written {
+        eprintln!("writing {}: {e}", out_dir.display());
+        return ExitCode::FAILURE;
+    }
+    if results.failures.is_empty() {
+        eprintln!("bench: {} figures, no problems", results.cells.len());
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("bench: {} problems:", results.failures.len());
+        for f in &results.failures {
+            eprintln!("  {f}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+fn write_artifacts(
+    results: &harness::Results,
+    config: &Config,
+    table: &str,
+    dir: &std::path::Path,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("latest.md"), table)?;
+    for (metric, name, title) in [
+        (
+            Metric::Ingress,
+            "ingress",
+            "ingress: frames/s reaching the consumer",
+        ),
+        (Metric::Broadcast, "broadcast", "broadcast: deliveries/s"),
+        (Metric::EchoRate, "echo", "echo: round trips/s"),
+    ] {
+        if let Some(svg) = report::svg(results, config, metric, title) {
+            std::fs::write(dir.join(format!("{name}.svg")), svg)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The harness's handle on a server child process: spawn it, talk the
+//! [`control`](crate::control) protocol, read its memory from `/proc`.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// One server configuration under test: a server kind and its thread count.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// `mio`, `tokio`, `v016` or `ours`.
+    pub kind: String,
+    /// Worker threads.
+    pub threads: usize,
+}
+
+impl Peer {
+    /// Parses `kind` or `kind/threads` (threads default to 1).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (kind, threads) = match s.split_once('/') {
+            Some((k, t)) => (
+                k,
+                t.parse()
+                    .map_err(|_| format!("bad thread count in {s:?}"))?,
+            ),
+            None => (s, 1),
+        };
+        Ok(Self {
+            kind: kind.to_string(),
+            threads,
+        })
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.kind == "mio" {
+            write!(f, "mio")
+        } else {
+            write!(f, "{}/{}", self.kind, self.threads)
+        }
+    }
+}
+
+/// Resident memory of a process, in bytes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Memory {
+    /// `VmRSS`: resident now.
+    pub rss: u64,
+    /// `VmHWM`: peak resident since the process started.
+    pub peak: u64,
+}
+
+/// A running server child.
+#[derive(Debug)]
+pub struct Server {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `peer` as `<this exe> server ...` and waits for its port.
+    pub fn spawn(peer: &Peer, echo: bool, backlog: i32) -> io::Result<Self> {
+        let mut cmd = Command::new(std::env::current_exe()?);
+        cmd.args(["server", "--impl", &peer.kind])
+            .args(["--threads", &peer.threads.to_string()])
+            .args(["--backlog", &backlog.to_string()]);
+        if echo {
+            cmd.arg("--echo");
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let port: u16 = line
+            .trim()
+            .strip_prefix("PORT ")
+            .and_then(|p| p.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("{peer}: expected PORT, got {line:?}")))?;
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        })
+    }
+
+    fn ask(&mut self, command: &str) -> io::Result<String> {
+        writeln!(self.stdin, "{command}")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            return Err(io::Error::other("server exited"));
+        }
+        Ok(line.trim().to_string())
+    }
+
+    fn ask_number(&mut self, command: &str) -> io::Result<u64> {
+        let reply = self.ask(command)?;
+        reply
+            .parse()
+            .map_err(|_| io::Error::other(format!("{command}: unexpected reply {reply:?}")))
+    }
+
+    /// Frames that reached the server's channel-0 consumer so far.
+    pub fn count(&mut self) -> io::Result<u64> {
+        self.ask_number("count")
+    }
+
+    /// Connections the server has taken in so far.
+    pub fn conns(&mut self) -> io::Result<u64> {
+        self.ask_number("conns")
+    }
+
+    /// Starts `rounds` rounds of one message to every connection.
+    pub fn broadcast(&mut self, rounds: u64) -> io::Result<()> {
+        match self.ask(&format!("broadcast {rounds}"))?.as_str() {
+            "ok" => Ok(()),
+            other => Err(io::Error::other(format!("broadcast: {other}"))),
+        }
+    }
+
+    /// Waits until `what()` reaches `target`; returns the value and the time taken.
+    fn wait_for(
+        &mut self,
+        target: u64,
+        timeout: Duration,
+        mut what: impl FnMut(&mut Self) -> io::Result<u64>,
+        name: &str,
+    ) -> io::Result<(u64, Duration)> {
+        let start = Instant::now();
+        loop {
+            let now = what(self)?;
+            if now >= target {
+                return Ok((now, start.elapsed()));
+            }
+            if start.elapsed() > timeout {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{name}: {now} of {target} after {timeout:?}"),
+                ));
+            }
+            thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// Waits until the server has taken in `n` connections.
+    pub fn wait_conns(&mut self, n: u64, timeout: Duration) -> io::Result<Duration> {
+        self.wait_for(n, timeout, Self::conns, "connections")
+            .map(|(_, t)| t)
+    }
+
+    /// Waits until the consumer has seen `n` frames; returns the count then.
+    pub fn wait_count(&mut self, n: u64, timeout: Duration) -> io::Result<u64> {
+        self.wait_for(n, timeout, Self::count, "frames")
+            .map(|(c, _)| c)
+    }
+
+    /// The server's resident memory now and at its peak.
+    pub fn memory(&self) -> io::Result<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map(|kb| kb * 1024)
+                .unwrap_or(0)
+        };
+        Ok(Memory {
+            rss: field("VmRSS:"),
+            peak: field("VmHWM:"),
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,84 @@
+//! The servers under test, one module each. Every server runs as a child
+//! process of the harness (`bench server --impl NAME ...`) so that its peak
+//! RSS is its own, and speaks the [`control`](crate::control) protocol.
+
+use std::io;
+
+pub mod mio_floor;
+#[cfg(feature = "ours")]
+pub mod ours;
+pub mod tokio_server;
+pub mod v016;
+
+/// Options common to every server.
+#[derive(Clone, Debug)]
+pub struct ServerOpts {
+    /// Worker threads (the mio floor is always single-threaded).
+    pub threads: usize,
+    /// Echo every frame back to its sender instead of only counting it.
+    pub echo: bool,
+    /// Listen backlog asked of the kernel.
+    pub backlog: i32,
+    /// Capacity of the channel-0 consumer's bounded queue.
+    pub channel_capacity: usize,
+    /// Per-connection outgoing queue (values), where the server has one.
+    pub writer_capacity: usize,
+    /// `ours` with [`Policy::Disconnect`]: each stream's outgoing backlog
+    /// (values). Large enough that no broadcast run overflows it, so the
+    /// peak RSS beside the rate shows what that costs.
+    pub sender_buffer: usize,
+    /// `ours`: what a full outgoing backlog does.
+    pub policy: Policy,
+}
+
+/// The backlog policy of the `ours` server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Disconnect a client whose backlog overflows (the crate's default).
+    Disconnect,
+    /// Let the outgoing stream wait for room (lossless, like the peers).
+    Wait,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            echo: false,
+            backlog: 65_535,
+            channel_capacity: 1024,
+            writer_capacity: 128,
+            sender_buffer: 32_768,
+            policy: Policy::Disconnect,
+        }
+    }
+}
+
+/// The server kinds this build knows.
+pub fn kinds() -> &'static [&'static str] {
+    if cfg!(feature = "ours") {
+        &["mio", "tokio", "v016", "ours", "ours-wait"]
+    } else {
+        &["mio", "tokio", "v016"]
+    }
+}
+
+/// Runs server `kind` until the harness says `quit`.
+pub fn run(kind: &str, opts: &ServerOpts) -> io::Result<()> {
+    match kind {
+        "mio" => mio_floor::run(opts),
+        "tokio" => tokio_server::run(opts),
+        "v016" => v016::run(opts),
+        #[cfg(feature = "ours")]
+        "ours" => ours::run(opts),
+        #[cfg(feature = "ours")]
+        "ours-wait" => ours::run(&ServerOpts {
+            policy: Policy::Wait,
+            ..opts.clone()
+        }),
+        other => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("unknown server {other:?} (this build has {:?})", kinds()),
+        )),
+    }
+}

@@ -1,0 +1,119 @@
+//! The server on this crate, as its docs show it: `runtime::smol::incoming`
+//! framed by `HalvesStream` (2-byte length prefix), one `Multiplexer` with
+//! a `futures::channel::mpsc` sink for channel 0, a consumer task that counts
+//! (and echoes through the outgoing stream), and a broadcast that is one
+//! `OutgoingPacket::Message` per round addressed to every id.
+//!
+//! Runs on a `smol::Executor` driven by `--threads` threads (1: the main
+//! thread alone). `--policy` picks the backlog policy: `disconnect` (the
+//! default of the crate: a client whose backlog overflows is dropped, the
+//! producer never waits) or `wait` (lossless: the outgoing stream waits while
+//! a target's backlog is full, as the peers' producers do).
+
+use std::io;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use bytes::Bytes;
+use futures::channel::mpsc;
+use futures::{SinkExt, StreamExt, future};
+use stream_multiplexer::{
+    BacklogPolicy, HalvesStream, IncomingPacket, MultiplexerBuilder, OutgoingMessage,
+    OutgoingPacket, StreamId, runtime,
+};
+
+use super::{Policy, ServerOpts};
+use crate::control::{self, Counters};
+use crate::proto::{BROADCAST_PAYLOAD, HEADER};
+
+/// Serves until the harness says `quit`.
+pub fn run(opts: &ServerOpts) -> io::Result<()> {
+    let std_listener = control::bind(opts.backlog)?;
+    let counters = Counters::new();
+    let ids: Arc<Mutex<Vec<StreamId>>> = Arc::default();
+    let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
+
+    let (channel0, mut channel0_rx) = mpsc::channel(opts.channel_capacity);
+    let (outgoing_tx, outgoing_rx) = mpsc::channel::<OutgoingPacket<Bytes>>(opts.channel_capacity);
+    let (policy, backlog) = match opts.policy {
+        Policy::Disconnect => (BacklogPolicy::Disconnect, opts.sender_buffer),
+        Policy::Wait => (BacklogPolicy::Wait, opts.writer_capacity),
+    };
+    let multiplexer = MultiplexerBuilder::new(backlog)
+        .backlog_policy(policy)
+        .build(outgoing_rx, vec![channel0]);
+
+    {
+        let (ex, ids, outgoing_tx) = (Arc::clone(&ex), Arc::clone(&ids), outgoing_tx.clone());
+        control::serve(&std_listener, Arc::clone(&counters), move |rounds| {
+            let targets = ids.lock().expect("ids lock").clone();
+            let mut outgoing_tx = outgoing_tx.clone();
+            ex.spawn(async move {
+                let message = Bytes::from_static(&BROADCAST_PAYLOAD);
+                for _ in 0..rounds {
+                    let packet = OutgoingMessage::new(targets.iter().copied(), [message.clone()]);
+                    if outgoing_tx
+                        .send(OutgoingPacket::Message(packet))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+            .detach();
+        })?;
+    }
+
+    let listener = async_net::TcpListener::try_from(std_listener)?;
+    let halves = HalvesStream::new(runtime::smol::incoming(listener), HEADER);
+    // Never sent to: the server runs until the process exits.
+    let (_control_tx, control_rx) = mpsc::unbounded();
+    let run = multiplexer.run(halves, control_rx);
+    ex.spawn(async move {
+        if let Err(e) = run.await {
+            eprintln!("ours server: run: {e}");
+        }
+    })
+    .detach();
+
+    let echo = opts.echo;
+    let mut outgoing_tx = outgoing_tx;
+    ex.spawn(async move {
+        let (mut frames, mut conns) = (0u64, 0u64);
+        while let Some(packet) = channel0_rx.next().await {
+            match packet {
+                IncomingPacket::StreamConnected(id) => {
+                    ids.lock().expect("ids lock").push(id);
+                    conns += 1;
+                    counters.conns.store(conns, Relaxed);
+                }
+                // A read error is delivered as an `Err` value before the
+                // disconnect; like the peers, count only frames.
+                IncomingPacket::Message(message) => {
+                    let Ok(value) = message.value else { continue };
+                    frames += 1;
+                    counters.frames.store(frames, Relaxed);
+                    if echo {
+                        let reply = OutgoingMessage::new([message.stream_id], [value]);
+                        let _ = outgoing_tx.send(OutgoingPacket::Message(reply)).await;
+                    }
+                }
+                IncomingPacket::StreamDisconnected(id, _) => {
+                    ids.lock().expect("ids lock").retain(|&x| x != id);
+                }
+            }
+        }
+    })
+    .detach();
+
+    for _ in 1..opts.threads.max(1) {
+        let ex = Arc::clone(&ex);
+        thread::Builder::new()
+            .name("smol".into())
+            .spawn(move || smol::block_on(ex.run(future::pending::<()>())))?;
+    }
+    smol::block_on(ex.run(future::pending::<()>()));
+    Ok(())
+}
