@@ -49,11 +49,11 @@ const WRITERS_PER_POLL: usize = 1024;
 /// 1. read the control stream (one message);
 /// 2. accept up to 64 connections;
 /// 3. apply outgoing packets, up to 16 Ki values queued to streams;
-/// 4. write to up to 1,024 streams whose sinks were woken or that have
-///    values queued;
-/// 5. for each channel whose sink has room: hand over waiting
+/// 4. for each channel whose sink has room: hand over waiting
 ///    announcements, then read up to 4 Ki frames from the streams whose
-///    readers were woken, 64 at most from one stream per turn.
+///    readers were woken, 64 at most from one stream per turn;
+/// 5. write to up to 1,024 streams whose sinks were woken or that have
+///    values queued.
 ///
 /// Nothing is scanned: each reader and writer has its own waker, which queues
 /// its stream for step 4 or 5 (see the `wake` module), so idle connections
@@ -183,6 +183,8 @@ where
     fn accept(&mut self, cx: &mut Context<'_>) -> bool {
         for _ in 0..ACCEPTS_PER_POLL {
             let Some(halves) = self.halves.as_mut() else {
+                // Not accepting any more: no limit to wait on either.
+                self.at_capacity = false;
                 return false;
             };
             self.at_capacity = self.streams.len() >= self.config.max_streams;
@@ -391,7 +393,7 @@ where
         self.stats.stream_closed();
     }
 
-    /// Step 5: for every channel, hand waiting announcements to its sink,
+    /// Step 4: for every channel, hand waiting announcements to its sink,
     /// then read from its ready streams while the sink has room (SPEC §4.5).
     /// Returns whether a budget ran out.
     fn pump_channels(&mut self, cx: &mut Context<'_>) -> bool {
@@ -461,15 +463,17 @@ where
         }
     }
 
-    /// Step 4: write queued values to the streams whose writers are ready.
-    /// Returns whether its budget ran out.
-    fn pump_writers(&mut self) -> (bool, usize) {
+    /// Step 5: write queued values to the streams whose writers are ready.
+    /// Returns whether its budget ran out, how many values were written,
+    /// and whether a failed writer announced a departure.
+    fn pump_writers(&mut self) -> (bool, usize, bool) {
         let queue = self.writers_queue();
         self.hub.drain_into(queue, &mut self.writers_ready);
         let take = self.writers_ready.len().min(WRITERS_PER_POLL);
         let mut total = 0;
         let mut pumping = std::mem::take(&mut self.writers_pumping);
         pumping.extend(self.writers_ready.drain(..take));
+        let mut departed = false;
         for &key in &pumping {
             let Some(connection) = self.streams.get_mut(key) else {
                 continue;
@@ -482,12 +486,15 @@ where
                 WriteOutcome::Closed => {
                     self.streams.remove(key);
                 }
-                WriteOutcome::Failed => self.close_now(key, DisconnectReason::Linkdead),
+                WriteOutcome::Failed => {
+                    self.close_now(key, DisconnectReason::Linkdead);
+                    departed = true;
+                }
             }
         }
         pumping.clear();
         self.writers_pumping = pumping;
-        (!self.writers_ready.is_empty(), total)
+        (!self.writers_ready.is_empty(), total, departed)
     }
 
     /// `ControlMessage::Shutdown`: stop accepting and reading (SPEC §4.11).
@@ -536,9 +543,15 @@ where
     }
 
     /// Ends the run, dropping every connection and channel sink so that
-    /// clients and consumers see the end at once.
+    /// clients and consumers see the end at once. Streams still open (after
+    /// an `Abort`) are counted as aborted: there is no one left to announce
+    /// their departure to.
     fn finish(&mut self) {
         self.phase = Phase::Done;
+        for _ in self.streams.open_keys(None) {
+            self.stats.aborted();
+            self.stats.stream_closed();
+        }
         self.streams.clear();
         self.channels.clear();
         self.halves = None;
@@ -592,11 +605,13 @@ where
         }
         more |= this.accept(cx);
         more |= this.apply_outgoing(cx);
-        // Writers before channels: a writer that fails announces its
-        // stream's departure, which the channel step then hands over.
-        let (writers_left, written) = this.pump_writers();
-        more |= writers_left;
+        // Channels before writers: every poll looks at every channel's sink
+        // before anything else can announce into it, so a consumer that went
+        // away is noticed first and its streams are closed with it.
         more |= this.pump_channels(cx);
+        let (writers_left, written, departed) = this.pump_writers();
+        // A failed writer's departure waits in its channel for the next poll.
+        more |= writers_left || departed;
         // Room made by the writers lets a waiting message go on.
         more |= written > 0 && this.unfinished.is_some();
         // A stream that left makes room under `max_streams`.

@@ -45,13 +45,14 @@ struct Counters {
     dropped_unknown_id: AtomicU64,
     moves_rejected: AtomicU64,
     closed_with_channel: AtomicU64,
+    aborted: AtomicU64,
 }
 
 /// The counters at one moment.
 ///
 /// Invariant once the multiplexer is idle:
 /// `accepted == streams_open + disconnects.linkdead + disconnects.shutdown +
-/// disconnects.backlog_full + closed_with_channel`
+/// disconnects.backlog_full + closed_with_channel + aborted`
 /// (a channel change is a move, not a departure).
 ///
 /// # Examples
@@ -86,11 +87,14 @@ pub struct StatsSnapshot {
     /// closed or failed (including connections that arrived for a default
     /// channel that had already closed).
     pub closed_with_channel: u64,
+    /// Streams closed without an announcement by
+    /// [`ControlMessage::Abort`](crate::ControlMessage::Abort).
+    pub aborted: u64,
 }
 
 impl StatsSnapshot {
     /// Streams that have left for good: every disconnect except channel
-    /// changes, plus those closed with their channel.
+    /// changes, plus those closed with their channel or by an abort.
     ///
     /// # Examples
     ///
@@ -104,7 +108,7 @@ impl StatsSnapshot {
     /// ```
     pub fn departed(&self) -> u64 {
         let d = &self.disconnects;
-        d.linkdead + d.shutdown + d.backlog_full + self.closed_with_channel
+        d.linkdead + d.shutdown + d.backlog_full + self.closed_with_channel + self.aborted
     }
 }
 
@@ -162,6 +166,7 @@ impl Stats {
             dropped_unknown_id: c.dropped_unknown_id.load(Relaxed),
             moves_rejected: c.moves_rejected.load(Relaxed),
             closed_with_channel: c.closed_with_channel.load(Relaxed),
+            aborted: c.aborted.load(Relaxed),
         }
     }
 
@@ -207,6 +212,10 @@ impl Stats {
 
     pub(crate) fn move_rejected(&self) {
         self.counters.moves_rejected.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn aborted(&self) {
+        self.counters.aborted.fetch_add(1, Relaxed);
     }
 
     pub(crate) fn closed_with_channel(&self) {

@@ -12,10 +12,7 @@ use model::{Finding, Scenario};
 
 /// The open findings the property test also looks past (see
 /// `tests/properties.rs`); a crash here is a new one.
-const OPEN_FINDINGS: &[Finding] = &[
-    Finding::SpinsInShutdownAtLimit,
-    Finding::StreamsOpenAfterAbort,
-];
+const OPEN_FINDINGS: &[Finding] = &[];
 
 fuzz_target!(|data: &[u8]| {
     let scenario = Scenario::from_bytes(data);

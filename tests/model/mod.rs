@@ -1114,12 +1114,14 @@ impl Harness {
             let dropped = |k: ChannelId| self.consumers[k].state == Consumption::Dropped;
             let left = if let Some(left) = plan.leaving(i) {
                 left
+            } else if dropped(c.channel) && !plan.abort {
+                // Also at a graceful shutdown: the shutdown poll looks at
+                // every channel's sink before it closes the streams.
+                Left::ClosedWithChannel
             } else if plan.shutdown {
                 Left::Announced(DisconnectReason::Shutdown)
             } else if plan.abort {
                 Left::Aborted
-            } else if dropped(c.channel) {
-                Left::ClosedWithChannel
             } else if c.read_ended || c.receiver_dropped {
                 Left::Announced(DisconnectReason::Linkdead)
             } else {
