@@ -64,6 +64,9 @@ pub(crate) enum WriteOutcome {
     /// The per-turn limit was reached with values still queued; the writer
     /// has queued itself again.
     Yielded,
+    /// Everything queued was handed to the sink, which was not flushed
+    /// because the caller deferred flushing; pump it again to flush.
+    Unflushed,
     /// A closing writer finished flushing and closed its sink.
     Closed,
     /// The sink failed: the connection is dead.
@@ -78,6 +81,12 @@ const VALUES_PER_TURN: usize = 256;
 /// the usual trickle of values without reallocating, small enough that ten
 /// thousand idle connections hold little.
 const IDLE_BACKLOG_CAPACITY: usize = 4;
+
+/// A backlog that grew past this many slots is shrunk back to
+/// [`IDLE_BACKLOG_CAPACITY`] once empty. Below it, the slots are kept: a
+/// steady stream of a few values per poll would otherwise reallocate on
+/// every turn.
+const SHRINK_BACKLOG_ABOVE: usize = 32;
 
 impl<W, V> Writer<W, V> {
     pub(crate) fn new(sink: W, wakeup: Wakeup) -> Self {
@@ -111,9 +120,10 @@ impl<W, V> Writer<W, V> {
         self.wakeup.wake();
     }
 
-    /// Hands queued values to the sink, flushes it, and closes it if asked
-    /// to. Returns how many values left the backlog, and the outcome.
-    pub(crate) fn pump(&mut self) -> (usize, WriteOutcome)
+    /// Hands queued values to the sink, flushes it if `flush` (or if it is
+    /// closing), and closes it if asked to. Returns how many values left the
+    /// backlog, and the outcome.
+    pub(crate) fn pump(&mut self, flush: bool) -> (usize, WriteOutcome)
     where
         W: Sink<V> + Unpin,
     {
@@ -140,10 +150,13 @@ impl<W, V> Writer<W, V> {
             written += 1;
             self.unflushed = true;
         }
-        if self.backlog.capacity() > IDLE_BACKLOG_CAPACITY {
+        if self.backlog.capacity() > SHRINK_BACKLOG_ABOVE {
             // A burst is over: give its memory back (SPEC §5, memory per
             // idle connection).
             self.backlog.shrink_to(IDLE_BACKLOG_CAPACITY);
+        }
+        if self.unflushed && !flush && !self.closing {
+            return (written, WriteOutcome::Unflushed);
         }
         if self.unflushed {
             match sink.as_mut().poll_flush(&mut cx) {
