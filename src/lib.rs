@@ -165,6 +165,7 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
+pub mod batch;
 mod channel;
 pub mod codec;
 mod error;

@@ -20,7 +20,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, future};
 use stream_multiplexer::{
     BacklogPolicy, HalvesStream, IncomingPacket, MultiplexerBuilder, OutgoingMessage,
-    OutgoingPacket, StreamId, runtime,
+    OutgoingPacket, StreamId, batch, runtime,
 };
 
 use super::{Policy, ServerOpts};
@@ -34,7 +34,9 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     let ids: Arc<Mutex<Vec<StreamId>>> = Arc::default();
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
 
-    let (channel0, mut channel0_rx) = mpsc::channel(opts.channel_capacity);
+    // The crate's batching channel: one lock and one wake-up per batch of
+    // packets instead of an allocation and a wake-up per packet.
+    let (channel0, mut channel0_rx) = batch::channel(opts.channel_capacity);
     let (outgoing_tx, outgoing_rx) = mpsc::channel::<OutgoingPacket<Bytes>>(opts.channel_capacity);
     let (policy, backlog) = match opts.policy {
         Policy::Disconnect => (BacklogPolicy::Disconnect, opts.sender_buffer),
