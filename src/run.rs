@@ -34,7 +34,7 @@ const READS_PER_TURN: usize = 64;
 const WRITERS_PER_POLL: usize = 1024;
 /// Consecutive polls that may leave the writers unflushed while the outgoing
 /// stream still has packets waiting (see [`Run`]'s performance notes).
-const MAX_DEFERRED_FLUSHES: usize = 16;
+const MAX_DEFERRED_FLUSHES: usize = 64;
 
 /// The future returned by [`Multiplexer::run`]: accepts connections, routes
 /// what they send to their channels, applies outgoing packets, and writes to
@@ -58,7 +58,7 @@ const MAX_DEFERRED_FLUSHES: usize = 16;
 /// 5. write to up to 1,024 streams whose sinks were woken or that have
 ///    values queued. While step 3 keeps running out of budget (the
 ///    application sends faster than one poll applies), the sinks take the
-///    values but their flush waits, for up to 16 polls: frames then leave
+///    values but their flush waits, for up to 64 polls: frames then leave
 ///    in a few large writes instead of one small write per stream per poll.
 ///
 /// Nothing is scanned: each reader and writer has its own waker, which queues
