@@ -146,6 +146,14 @@
 //! # }
 //! ```
 //!
+//! # Channels
+//!
+//! A channel is any [`Sink`](futures::Sink) of [`IncomingPacket`]s:
+//! `futures::channel::mpsc::Sender` (as above), tokio's `PollSender`, a
+//! flume sink... The crate's own [`batch::channel`] is the fastest choice:
+//! it hands packets to the consumer in batches, with one lock and one
+//! wake-up per batch instead of an allocation and a wake-up per packet.
+//!
 //! # Guarantees
 //!
 //! * For every visit of a stream to a channel, the consumer sees
