@@ -10,15 +10,20 @@ use std::task::{Context, Poll};
 
 use futures::{Sink, Stream};
 
-use crate::channel::{Channel, Readiness};
-use crate::multiplexer::{BacklogPolicy, Config, Multiplexer};
+use crate::channel::Channel;
+use crate::multiplexer::{Config, Multiplexer};
 use crate::registry::Registry;
-use crate::stream::{Connection, Reader, WriteOutcome, Writer};
+use crate::stream::{Connection, Reader, Writer};
 use crate::wake::{WakeHub, Wakeup};
 use crate::{
-    ControlMessage, DisconnectReason, IdGen, IncomingMessage, IncomingPacket, MultiplexerError,
-    OutgoingPacket, Stats, StreamId,
+    ControlMessage, DisconnectReason, IdGen, IncomingPacket, MultiplexerError, OutgoingPacket,
+    Stats,
 };
+
+mod outgoing;
+mod pump;
+
+use outgoing::Unfinished;
 
 /// Connections accepted per poll.
 const ACCEPTS_PER_POLL: usize = 64;
@@ -107,13 +112,6 @@ enum Phase {
     Serving,
     ShuttingDown,
     Done,
-}
-
-/// An outgoing message and how far its delivery got.
-struct Unfinished<V> {
-    ids: Vec<StreamId>,
-    values: Vec<V>,
-    next: usize,
 }
 
 impl<H, Ctl, Out, Ch, Id, W, R, V> Run<H, Ctl, Out, Ch, Id, W, R, V>
@@ -243,277 +241,6 @@ where
             writer: Writer::new(writer, Wakeup::new(&self.hub, writers_queue, key, false)),
         });
         self.channels[channel].announce_connected(id);
-    }
-
-    /// Step 3: apply outgoing packets in the order they come (SPEC §4.3).
-    /// Returns whether its budget ran out.
-    fn apply_outgoing(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut budget = DELIVERIES_PER_POLL;
-        loop {
-            if let Some(unfinished) = self.unfinished.take() {
-                self.deliver(unfinished, &mut budget);
-                if self.unfinished.is_some() {
-                    return budget == 0;
-                }
-            }
-            if budget == 0 {
-                return true;
-            }
-            let Some(outgoing) = self.outgoing.as_mut() else {
-                return false;
-            };
-            match Pin::new(outgoing).poll_next(cx) {
-                Poll::Ready(Some(OutgoingPacket::Message(message))) => {
-                    self.unfinished = Some(Unfinished {
-                        ids: message.ids,
-                        values: message.values,
-                        next: 0,
-                    });
-                }
-                Poll::Ready(Some(OutgoingPacket::ChangeChannel(ids, channel))) => {
-                    budget = budget.saturating_sub(ids.len());
-                    for id in ids {
-                        self.change_channel(id, channel);
-                    }
-                }
-                Poll::Ready(Some(OutgoingPacket::Shutdown(ids))) => {
-                    budget = budget.saturating_sub(ids.len());
-                    for id in ids {
-                        match self.streams.open_key(id) {
-                            Some(key) => self.close_gracefully(key, DisconnectReason::Shutdown),
-                            None => self.stats.dropped_unknown_id(),
-                        }
-                    }
-                }
-                Poll::Ready(None) => self.outgoing = None,
-                Poll::Pending => {
-                    if self.phase == Phase::ShuttingDown {
-                        // What the application sent before the shutdown
-                        // has been applied; nothing more is taken.
-                        self.outgoing = None;
-                    }
-                    return false;
-                }
-            }
-        }
-    }
-
-    /// Queues a message's values to its recipients, from where it stopped,
-    /// until done, out of budget, or (under [`BacklogPolicy::Wait`]) at a
-    /// recipient with no room; in the last two cases it is kept in
-    /// `self.unfinished`.
-    fn deliver(&mut self, mut message: Unfinished<V>, budget: &mut usize) {
-        let capacity = self.config.sender_buffer_size;
-        let count = message.values.len().max(1);
-        while let Some(&id) = message.ids.get(message.next) {
-            if *budget < count && *budget < DELIVERIES_PER_POLL {
-                self.unfinished = Some(message);
-                *budget = 0;
-                return;
-            }
-            let Some(key) = self.streams.open_key(id) else {
-                // Gone (or never there): dropped and counted (SPEC §4.4).
-                self.stats.dropped_unknown_id();
-                message.next += 1;
-                continue;
-            };
-            let Some(connection) = self.streams.get_mut(key) else {
-                message.next += 1;
-                continue;
-            };
-            let room = capacity.saturating_sub(connection.writer.backlog_len());
-            if message.values.len() > room {
-                let wait = self.config.backlog_policy == BacklogPolicy::Wait
-                    && message.values.len() <= capacity;
-                if wait {
-                    self.unfinished = Some(message);
-                    return;
-                }
-                self.close_now(key, DisconnectReason::BacklogFull);
-            } else if connection.writer.enqueue(message.values.iter().cloned()) {
-                self.writers_ready.push(key);
-            }
-            *budget = budget.saturating_sub(count);
-            message.next += 1;
-        }
-    }
-
-    /// Moves a stream to another channel (SPEC §4.2). The old channel's
-    /// `StreamDisconnected` follows every message already handed to it
-    /// (frames go to the sink as soon as they are read), and the new
-    /// channel's `StreamConnected` is queued before the reader is polled in
-    /// its new channel (a channel hands over its announcements before it
-    /// polls any reader), so no frame crosses the move.
-    fn change_channel(&mut self, id: StreamId, to: usize) {
-        let Some(key) = self.streams.open_key(id) else {
-            self.stats.dropped_unknown_id();
-            return;
-        };
-        if !self.channels.get(to).is_some_and(Channel::is_open) {
-            self.stats.move_rejected();
-            return;
-        }
-        let Some(connection) = self.streams.get_mut(key) else {
-            return;
-        };
-        let from = connection.channel;
-        if from == to {
-            return;
-        }
-        let Some(reader) = connection.reader.as_mut() else {
-            return;
-        };
-        connection.channel = to;
-        // A waker that queues the reader on its new channel; the old one may
-        // still fire, and the old channel skips the key then.
-        reader.wakeup = Wakeup::new(&self.hub, to, key, true);
-        let reason = DisconnectReason::ChannelChange(to);
-        self.channels[from].announce_disconnected(id, reason);
-        self.stats.disconnected(reason);
-        self.channels[to].announce_connected(id);
-    }
-
-    /// Stops reading a stream and announces its departure, then lets its
-    /// writer flush what is queued and close (`Message` then `Shutdown`
-    /// delivers the message, SPEC §4.3). The id stays taken until the writer
-    /// has closed.
-    fn close_gracefully(&mut self, key: usize, reason: DisconnectReason) {
-        let Some(connection) = self.streams.get_mut(key) else {
-            return;
-        };
-        if connection.reader.take().is_none() {
-            return;
-        }
-        connection.writer.close();
-        let (id, channel) = (connection.id, connection.channel);
-        self.announce_departure(id, channel, reason);
-    }
-
-    /// Drops a stream at once, closing its connection, and announces its
-    /// departure if it had not been announced yet.
-    fn close_now(&mut self, key: usize, reason: DisconnectReason) {
-        if let Some(connection) = self.streams.remove(key)
-            && connection.is_open()
-        {
-            self.announce_departure(connection.id, connection.channel, reason);
-        }
-    }
-
-    fn announce_departure(&mut self, id: StreamId, channel: usize, reason: DisconnectReason) {
-        self.channels[channel].announce_disconnected(id, reason);
-        self.stats.disconnected(reason);
-        self.stats.stream_closed();
-    }
-
-    /// Step 4: for every channel, hand waiting announcements to its sink,
-    /// then read from its ready streams while the sink has room (SPEC §4.5).
-    /// Returns whether a budget ran out.
-    fn pump_channels(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut more = false;
-        let read = self.phase == Phase::Serving;
-        for index in 0..self.channels.len() {
-            if !self.channels[index].is_open() {
-                continue;
-            }
-            more |= self.pump_channel(index, read, cx);
-            if !self.channels[index].is_open() {
-                self.close_channel_streams(index);
-            }
-        }
-        more
-    }
-
-    fn pump_channel(&mut self, index: usize, read: bool, cx: &mut Context<'_>) -> bool {
-        self.hub.drain_into(index, &mut self.channels[index].ready);
-        let mut budget = READS_PER_CHANNEL_POLL;
-        let mut budget_ran_out = false;
-        loop {
-            let channel = &mut self.channels[index];
-            // Announcements first, always: a stream's StreamConnected must
-            // reach the sink before anything read from it.
-            if channel.send_announcements(cx) != Readiness::Ready {
-                break;
-            }
-            if !read {
-                break;
-            }
-            if budget == 0 {
-                budget_ran_out = !channel.ready.is_empty();
-                break;
-            }
-            let Some(key) = channel.ready.pop_front() else {
-                break;
-            };
-            // The key may be stale: the stream left, moved, or is closing.
-            let Some(connection) = self.streams.get_mut(key).filter(|c| c.channel == index) else {
-                continue;
-            };
-            let id = connection.id;
-            let Some(reader) = connection.reader.as_mut() else {
-                continue;
-            };
-            let (read, ended) = read_turn(id, key, reader, channel, &mut budget, cx);
-            self.stats.frames_in(read as u64);
-            if ended {
-                // The reader ended or failed after yielding its items.
-                self.close_now(key, DisconnectReason::Linkdead);
-            }
-        }
-        self.channels[index].flush(cx);
-        budget_ran_out
-    }
-
-    /// A channel's sink closed or failed: its streams are closed, since
-    /// nothing they send could be delivered (SPEC §4.8). Other channels go
-    /// on.
-    fn close_channel_streams(&mut self, channel: usize) {
-        for key in self.streams.open_keys(Some(channel)) {
-            if self.streams.remove(key).is_some() {
-                self.stats.closed_with_channel();
-                self.stats.stream_closed();
-            }
-        }
-    }
-
-    /// Step 5: write queued values to the streams whose writers are ready.
-    /// Returns whether its budget ran out, how many values were written,
-    /// and whether a failed writer announced a departure.
-    ///
-    /// With `flush` false the writers hand their values to their sinks but
-    /// do not flush them; they are kept to be flushed by a later poll.
-    fn pump_writers(&mut self, flush: bool) -> (bool, usize, bool) {
-        let queue = self.writers_queue();
-        self.hub.drain_into(queue, &mut self.writers_ready);
-        if flush {
-            self.writers_ready.append(&mut self.writers_unflushed);
-        }
-        let take = self.writers_ready.len().min(WRITERS_PER_POLL);
-        let mut total = 0;
-        let mut pumping = std::mem::take(&mut self.writers_pumping);
-        pumping.extend(self.writers_ready.drain(..take));
-        let mut departed = false;
-        for &key in &pumping {
-            let Some(connection) = self.streams.get_mut(key) else {
-                continue;
-            };
-            let (written, outcome) = connection.writer.pump(flush);
-            total += written;
-            self.stats.frames_out(written as u64);
-            match outcome {
-                WriteOutcome::Waiting | WriteOutcome::Yielded => {}
-                WriteOutcome::Unflushed => self.writers_unflushed.push(key),
-                WriteOutcome::Closed => {
-                    self.streams.remove(key);
-                }
-                WriteOutcome::Failed => {
-                    self.close_now(key, DisconnectReason::Linkdead);
-                    departed = true;
-                }
-            }
-        }
-        pumping.clear();
-        self.writers_pumping = pumping;
-        (!self.writers_ready.is_empty(), total, departed)
     }
 
     /// `ControlMessage::Shutdown`: stop accepting and reading (SPEC §4.11).
@@ -656,53 +383,6 @@ where
             cx.waker().wake_by_ref();
         }
         Poll::Pending
-    }
-}
-
-/// Reads one turn from a ready stream into its channel, whose sink has room:
-/// up to [`READS_PER_TURN`] frames, while the sink keeps having room. Returns
-/// how many frames were read and whether the reader ended.
-fn read_turn<R, Ch>(
-    id: StreamId,
-    key: usize,
-    reader: &mut Reader<R>,
-    channel: &mut Channel<Ch, R::Item>,
-    budget: &mut usize,
-    cx: &mut Context<'_>,
-) -> (usize, bool)
-where
-    R: Stream + Unpin,
-    Ch: Sink<IncomingPacket<R::Item>> + Unpin,
-{
-    let mut read = 0;
-    loop {
-        if read == READS_PER_TURN || *budget == 0 {
-            // Back of the queue: the channel's other streams go first.
-            reader.wakeup.wake();
-            return (read, false);
-        }
-        match reader.poll_next() {
-            Poll::Ready(Some(item)) => {
-                read += 1;
-                *budget -= 1;
-                let message = IncomingPacket::Message(IncomingMessage::new(id, item));
-                if channel.send(message) == Readiness::Closed {
-                    return (read, false);
-                }
-                match channel.poll_ready(cx) {
-                    Readiness::Ready => {}
-                    Readiness::Busy => {
-                        // It may have more buffered and no waker registered:
-                        // it goes first once the sink has room.
-                        channel.ready.push_front(key);
-                        return (read, false);
-                    }
-                    Readiness::Closed => return (read, false),
-                }
-            }
-            Poll::Ready(None) => return (read, true),
-            Poll::Pending => return (read, false),
-        }
     }
 }
 
