@@ -168,8 +168,14 @@ impl<Id: IdGen> MultiplexerBuilder<Id> {
 
     /// The most streams open at once (default: no limit). At the limit,
     /// [`Run`] stops accepting, so new clients wait in the listen backlog,
-    /// until a stream leaves. Streams still flushing after a
-    /// [`Shutdown`](OutgoingPacket::Shutdown) count until they have closed.
+    /// until a stream leaves. A stream closed by
+    /// [`Shutdown`](OutgoingPacket::Shutdown) has left: it no longer counts,
+    /// though it keeps flushing what was queued for it while there is room.
+    /// When a newcomer would bring the connections held above the limit,
+    /// the one that has been flushing longest is dropped, its flush
+    /// abandoned: a client that never reads cannot hold its place, and no
+    /// more than `max_streams` connections (file descriptors, buffers) are
+    /// ever held.
     ///
     /// # Examples
     ///

@@ -4,8 +4,13 @@
 //! Slab keys are reused as soon as a slot is freed, so they are never handed
 //! out as ids: a late packet for a departed stream must not reach the stream
 //! that took its slot (SPEC §4.4).
+//!
+//! A stream closed gracefully stays here until its writer has flushed, which
+//! a client that never reads never lets happen. Such streams do not count
+//! against `max_streams`; they are kept oldest first so that a newcomer who
+//! needs the room can take the place of the one that has had longest.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use slab::Slab;
@@ -18,6 +23,12 @@ use crate::{ChannelId, IdGen, StreamId};
 pub(crate) struct Registry<W, R, V> {
     slab: Slab<Connection<W, R, V>>,
     keys: HashMap<StreamId, usize, BuildHasherDefault<IdHasher>>,
+    /// Streams marked closing, oldest first. Entries for streams that have
+    /// left since are skipped when met, and pruned once they outnumber the
+    /// live ones, so this holds O(`closing`) entries.
+    closing_order: VecDeque<(usize, StreamId)>,
+    /// Streams in the slab that are closing.
+    closing: usize,
 }
 
 impl<W, R, V> Registry<W, R, V> {
@@ -25,12 +36,19 @@ impl<W, R, V> Registry<W, R, V> {
         Self {
             slab: Slab::new(),
             keys: HashMap::default(),
+            closing_order: VecDeque::new(),
+            closing: 0,
         }
     }
 
     /// Streams held, including those still flushing before they close.
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
+    }
+
+    /// Streams the application can still address: what `max_streams` limits.
+    pub(crate) fn open_len(&self) -> usize {
+        self.slab.len() - self.closing
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -70,11 +88,47 @@ impl<W, R, V> Registry<W, R, V> {
         self.slab.get_mut(key)
     }
 
+    /// Records that the stream at `key` has just stopped being open (its
+    /// reader was taken) and is flushing before it closes.
+    pub(crate) fn mark_closing(&mut self, key: usize) {
+        let Some(connection) = self.slab.get(key) else {
+            return;
+        };
+        debug_assert!(!connection.is_open());
+        self.closing += 1;
+        self.closing_order.push_back((key, connection.id));
+        if self.closing_order.len() > 2 * self.closing + 16 {
+            let slab = &self.slab;
+            self.closing_order
+                .retain(|&(key, id)| Self::is_closing(slab, key, id));
+        }
+    }
+
     /// Removes a stream; its id becomes free.
     pub(crate) fn remove(&mut self, key: usize) -> Option<Connection<W, R, V>> {
         let connection = self.slab.try_remove(key)?;
         self.keys.remove(&connection.id);
+        if !connection.is_open() {
+            self.closing -= 1;
+        }
         Some(connection)
+    }
+
+    /// Removes the stream that has been closing longest, abandoning what
+    /// its writer had left to flush, if any stream is closing.
+    pub(crate) fn remove_oldest_closing(&mut self) -> Option<Connection<W, R, V>> {
+        while let Some((key, id)) = self.closing_order.pop_front() {
+            if Self::is_closing(&self.slab, key, id) {
+                return self.remove(key);
+            }
+        }
+        None
+    }
+
+    /// Whether `key` still holds the closing stream `id` (and not a stream
+    /// that took its slot since).
+    fn is_closing(slab: &Slab<Connection<W, R, V>>, key: usize, id: StreamId) -> bool {
+        slab.get(key).is_some_and(|c| c.id == id && !c.is_open())
     }
 
     /// Keys of the open streams in `channel` (a scan: used only when a
@@ -91,6 +145,8 @@ impl<W, R, V> Registry<W, R, V> {
     pub(crate) fn clear(&mut self) {
         self.slab.clear();
         self.keys.clear();
+        self.closing_order.clear();
+        self.closing = 0;
     }
 }
 

@@ -163,6 +163,78 @@ fn at_max_streams_new_clients_wait_until_a_stream_leaves() {
 }
 
 #[test]
+fn a_closed_client_that_never_reads_gives_its_place_to_a_newcomer() {
+    // Each client's "socket" holds 2 values.
+    let mut harness = Harness::new(Setup {
+        max_streams: 2,
+        client_buffer: 1,
+        ..Setup::default()
+    });
+    let (mut deaf, deaf_id) = harness.connect_on(0);
+    let (mut other, other_id) = harness.connect_on(0);
+    harness.message([deaf_id], 0..5);
+    harness.send(OutgoingPacket::Shutdown(vec![deaf_id]));
+    harness.settle();
+    assert_eq!(
+        deaf.received(),
+        (vec![0, 1], false),
+        "still flushing while it has room to"
+    );
+    assert_eq!(
+        disconnects_of(&harness.drain(0), deaf_id),
+        vec![DisconnectReason::Shutdown]
+    );
+
+    let newcomer = harness.connect();
+    harness.settle();
+    assert_eq!(
+        harness.drain(0),
+        vec![IncomingPacket::StreamConnected(3)],
+        "the closed stream does not keep the newcomer out"
+    );
+    assert_eq!(
+        deaf.received(),
+        (vec![], true),
+        "its flush was abandoned to keep to max_streams connections"
+    );
+    newcomer.send(7);
+    harness.message([other_id], [8]);
+    harness.settle();
+    assert_eq!(messages_of(&harness.drain(0), 3), vec![7]);
+    assert_eq!(other.received(), (vec![8], false));
+    let stats = harness.stats.snapshot();
+    assert_eq!((stats.accepted, stats.streams_open), (3, 2));
+}
+
+#[test]
+fn a_closing_stream_below_max_streams_finishes_its_flush() {
+    let mut harness = Harness::new(Setup {
+        max_streams: 3,
+        client_buffer: 1,
+        ..Setup::default()
+    });
+    let (mut slow, slow_id) = harness.connect_on(0);
+    let (_other, _) = harness.connect_on(0);
+    harness.message([slow_id], 0..5);
+    harness.send(OutgoingPacket::Shutdown(vec![slow_id]));
+    harness.settle();
+    let _newcomer = harness.connect();
+    harness.settle();
+    assert_eq!(harness.drain(0).len(), 2, "a departure and an arrival");
+    // The client reads two values at a time; each read makes room for two.
+    let mut got = Vec::new();
+    let mut closed = false;
+    for _ in 0..5 {
+        let (frames, ended) = slow.received();
+        got.extend(frames);
+        closed = ended;
+        harness.settle();
+    }
+    assert_eq!(got, (0..5).collect::<Vec<_>>(), "room enough: nothing abandoned");
+    assert!(closed, "and closed once flushed");
+}
+
+#[test]
 fn a_config_naming_no_channel_is_an_error_not_a_panic() {
     let (_tx, outgoing) = mpsc::unbounded::<OutgoingPacket<Frame>>();
     let channels: Vec<mpsc::Sender<IncomingPacket<Frame>>> = Vec::new();

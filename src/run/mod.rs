@@ -197,7 +197,7 @@ where
                 self.at_capacity = false;
                 return false;
             };
-            self.at_capacity = self.streams.len() >= self.config.max_streams;
+            self.at_capacity = self.streams.open_len() >= self.config.max_streams;
             if self.at_capacity {
                 return false;
             }
@@ -240,6 +240,13 @@ where
             }),
             writer: Writer::new(writer, Wakeup::new(&self.hub, writers_queue, key, false)),
         });
+        // Streams still flushing after a graceful close do not keep a
+        // newcomer out: a client that never reads would hold its place
+        // forever. The one closing longest gives up its flush instead, so
+        // that no more than `max_streams` connections are ever held.
+        if self.streams.len() > self.config.max_streams {
+            self.streams.remove_oldest_closing();
+        }
         self.channels[channel].announce_connected(id);
     }
 
@@ -369,7 +376,7 @@ where
         // Room made by the writers lets a waiting message go on.
         more |= written > 0 && this.unfinished.is_some();
         // A stream that left makes room under `max_streams`.
-        more |= this.at_capacity && this.streams.len() < this.config.max_streams;
+        more |= this.at_capacity && this.streams.open_len() < this.config.max_streams;
 
         if this.phase == Phase::Serving && this.channels.iter().all(|c| !c.is_open()) {
             this.finish();

@@ -162,7 +162,7 @@ where
     /// Stops reading a stream and announces its departure, then lets its
     /// writer flush what is queued and close (`Message` then `Shutdown`
     /// delivers the message, SPEC §4.3). The id stays taken until the writer
-    /// has closed.
+    /// has closed, but the stream no longer counts against `max_streams`.
     pub(super) fn close_gracefully(&mut self, key: usize, reason: DisconnectReason) {
         let Some(connection) = self.streams.get_mut(key) else {
             return;
@@ -172,6 +172,7 @@ where
         }
         connection.writer.close();
         let (id, channel) = (connection.id, connection.channel);
+        self.streams.mark_closing(key);
         self.announce_departure(id, channel, reason);
     }
 

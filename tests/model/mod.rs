@@ -1028,8 +1028,11 @@ impl Harness {
         let ended_now = was_running && !self.running();
         self.shutting_down |= plan.shutdown && was_running;
 
-        self.observe_admissions(ended_now, aborted_or_failed);
+        let admitted = self.observe_admissions(ended_now, aborted_or_failed);
         self.observe_departures(before, plan)?;
+        if admitted {
+            self.observe_possible_evictions();
+        }
         if aborted_or_failed {
             let failed = !plan.abort;
             for c in &mut self.clients {
@@ -1064,7 +1067,9 @@ impl Harness {
 
     /// Gives the ids handed out to the clients, in the order they connected,
     /// and accounts for those closed at admission.
-    fn observe_admissions(&mut self, ended_now: bool, aborted_or_failed: bool) {
+    /// Returns whether a stream was admitted.
+    fn observe_admissions(&mut self, ended_now: bool, aborted_or_failed: bool) -> bool {
+        let mut admitted = false;
         let ids = self.ids.borrow().clone();
         let mut waiting = self
             .queue
@@ -1082,6 +1087,7 @@ impl Harness {
             c.visits.push(0);
             self.owners.insert(id, i);
             self.expect.accepted.certain();
+            admitted = true;
         }
         for c in &mut self.clients {
             if c.settled || c.reader_alive() {
@@ -1099,6 +1105,21 @@ impl Harness {
             } else if aborted_or_failed {
                 self.expect.accepted.maybe();
                 self.expect.closed_with_channel.maybe();
+            }
+        }
+        admitted
+    }
+
+    /// A newcomer may take the place of a stream still flushing after a
+    /// Shutdown, abandoning its flush (SPEC §4.10): how much such a stream
+    /// delivers is then no longer pinned, only the order.
+    fn observe_possible_evictions(&mut self) {
+        if self.max_streams.is_none() {
+            return;
+        }
+        for c in &mut self.clients {
+            if c.left == Some(Left::Announced(DisconnectReason::Shutdown)) && !c.values_closed {
+                c.values_uncertain = true;
             }
         }
     }
@@ -1262,15 +1283,11 @@ impl Harness {
                     "{open} streams open, at most {max} allowed (SPEC §4.10)"
                 ));
             }
-            let flushing = self.clients.iter().any(|c| {
-                c.left == Some(Left::Announced(DisconnectReason::Shutdown))
-                    && c.values.is_some()
-                    && !c.values_closed
-            });
+            // Streams still flushing after a Shutdown do not count: they
+            // are dropped for a newcomer rather than keep it waiting.
             let lobby_closed = self.consumers[0].state == Consumption::Dropped;
             if first_waiting.is_some()
                 && open < max
-                && !flushing
                 && !lobby_closed
                 && !self.shutting_down
             {
