@@ -543,6 +543,63 @@ fn clients_beyond_max_streams_wait_in_the_backlog_until_others_leave() {
     });
 }
 
+/// SPEC §4.10 with §1 ("a client that stops reading stalls nobody"): a
+/// client that never reads, closed by the server with `Shutdown` while more
+/// is queued for it than its socket takes, has been announced gone, and its
+/// place under `max_streams` must go to the next client waiting.
+///
+/// Finding (open): it does not. A stream closed gracefully counts against
+/// `max_streams` until its writer has flushed and closed, and the writer of
+/// a client that never reads never does; so the place is held for as long
+/// as that client stays connected and silent, which it may do forever. With
+/// `max_streams` such clients, kicked one after the other, the server
+/// admits nobody again.
+#[test]
+fn closed_client_that_never_reads_gives_its_place_under_max_streams_back() {
+    let _one = one_at_a_time();
+    within_safety_timeout(|| {
+        let mut server = Server::start(Setup {
+            max_streams: 2,
+            ..Setup::default()
+        });
+        let (mut good, good_id) = server.connect();
+        let (deaf, deaf_id) = server.connect();
+        // 16 MiB queued: more than the kernel's socket buffers hold for a
+        // client that does not read, so the flush cannot finish.
+        for _ in 0..16 {
+            server.send([deaf_id], vec![0xDE; 1 << 20]);
+        }
+        server.close(vec![deaf_id]);
+        server.disconnected(deaf_id, DisconnectReason::Shutdown);
+        assert_eq!(server.stats.snapshot().streams_open, 1);
+
+        let mut newcomer = Client::connect(server.address);
+        newcomer.send(b"let me in");
+        // Had the newcomer been admitted, its StreamConnected would reach
+        // the consumer before this frame, sent after it connected: each
+        // poll of `Run` accepts before it reads.
+        good.send(b"sent after the newcomer connected");
+        match server.next() {
+            IncomingPacket::StreamConnected(id) => {
+                assert_eq!(server.message_from(id), &b"let me in"[..]);
+                assert_eq!(
+                    server.message_from(good_id),
+                    &b"sent after the newcomer connected"[..]
+                );
+                server.round_trip(&mut newcomer, id, "admitted");
+            }
+            other => panic!(
+                "the newcomer waits although the deaf client left: got {other:?}, {:?}",
+                server.stats.snapshot()
+            ),
+        }
+        // Its connection ends (by RST: unread data), ending the flush.
+        drop(deaf);
+        server.round_trip(&mut good, good_id, "after");
+        server.stop();
+    });
+}
+
 /// SPEC §4.10 at scale: 256 clients connect at once to a server that takes
 /// 32 at a time. Each is answered, hangs up, and lets the next one in; all
 /// are served, and never more than 32 streams are open.
