@@ -548,12 +548,14 @@ fn clients_beyond_max_streams_wait_in_the_backlog_until_others_leave() {
 /// is queued for it than its socket takes, has been announced gone, and its
 /// place under `max_streams` must go to the next client waiting.
 ///
-/// Finding (open): it does not. A stream closed gracefully counts against
-/// `max_streams` until its writer has flushed and closed, and the writer of
-/// a client that never reads never does; so the place is held for as long
-/// as that client stays connected and silent, which it may do forever. With
-/// `max_streams` such clients, kicked one after the other, the server
-/// admits nobody again.
+/// Finding (fixed): it did not. A stream closed gracefully counted against
+/// `max_streams` until its writer had flushed and closed, and the writer of
+/// a client that never reads never does; so the place was held for as long
+/// as that client stayed connected and silent, and `max_streams` such
+/// clients, kicked one after the other, locked everyone out. Now a closed
+/// stream does not count, and the newcomer takes the place of the stream
+/// flushing longest (in-memory: `failures::a_closed_client_that_never_reads_
+/// gives_its_place_to_a_newcomer`).
 #[test]
 fn closed_client_that_never_reads_gives_its_place_under_max_streams_back() {
     let _one = one_at_a_time();
@@ -593,7 +595,7 @@ fn closed_client_that_never_reads_gives_its_place_under_max_streams_back() {
                 server.stats.snapshot()
             ),
         }
-        // Its connection ends (by RST: unread data), ending the flush.
+        // The server dropped its connection to make room; the client goes too.
         drop(deaf);
         server.round_trip(&mut good, good_id, "after");
         server.stop();
