@@ -446,7 +446,7 @@ fn settle(server: &mut Server) -> io::Result<u64> {
 /// 128: how long until it has taken them all in, and how many handshakes the
 /// kernel dropped on the way (each costs its client a retry after 1 s+).
 fn storm(config: &Config, peer: &Peer, c: usize) -> Outcome {
-    let mut server = Server::spawn(peer, false, 128)?;
+    let mut server = Server::spawn(peer, false, crate::control::STD_BACKLOG)?;
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
     let mut socks = load::connect(server.addr, c, config.timeout)?;
