@@ -38,6 +38,9 @@ impl Counters {
     }
 }
 
+/// The listen backlog `std` (and so `async-net`) always asks for.
+pub const STD_BACKLOG: i32 = 128;
+
 /// Binds `127.0.0.1:0` with a listen backlog of `backlog` (the kernel caps it
 /// at `net.core.somaxconn`), non-blocking, with `TCP_NODELAY` set so that
 /// accepted sockets inherit it.
@@ -59,7 +62,16 @@ pub fn serve(
     counters: Arc<Counters>,
     on_broadcast: impl Fn(u32) + Send + 'static,
 ) -> io::Result<()> {
-    let port = listener.local_addr()?.port();
+    serve_port(listener.local_addr()?.port(), counters, on_broadcast)
+}
+
+/// [`serve`] for a server that bound its listener itself (as `ours` does,
+/// through the crate's own `runtime::smol::bind` or through `async-net`).
+pub fn serve_port(
+    port: u16,
+    counters: Arc<Counters>,
+    on_broadcast: impl Fn(u32) + Send + 'static,
+) -> io::Result<()> {
     {
         let mut out = io::stdout().lock();
         writeln!(out, "PORT {port}")?;

@@ -25,6 +25,9 @@ pub struct Config {
     pub gen_threads: usize,
     /// Listen backlog asked of every server.
     pub backlog: i32,
+    /// `ours` with policy Disconnect: each stream's outgoing backlog in
+    /// values (`None`: the server's default, 32,768).
+    pub sender_buffer: Option<usize>,
     /// Smoke mode: tiny sizes, exact counts checked, no figures that matter.
     pub smoke: bool,
     /// Servers under test.
@@ -218,7 +221,7 @@ fn start(
     echo: bool,
     c: usize,
 ) -> io::Result<(Server, Vec<mio::net::TcpStream>)> {
-    let mut server = Server::spawn(peer, echo, config.backlog)?;
+    let mut server = Server::spawn(peer, echo, config.backlog, config.sender_buffer)?;
     let socks = load::connect(server.addr, c, config.timeout)?;
     server.wait_conns(c as u64, config.timeout)?;
     Ok((server, socks))
@@ -285,6 +288,7 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
     };
     let expected = rounds * c as u64;
     let run = load::start(Work::Receive, socks, config.gen_threads)?;
+    let attached = attach(&server)?;
     let t0 = Instant::now();
     server.broadcast(rounds)?;
     let shared = run.shared();
@@ -322,10 +326,34 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
         ));
     }
     run.stop()?;
+    drop(server);
+    if let Some(mut tool) = attached {
+        tool.wait()?;
+    }
     let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
     cell.note = note;
     cell.info = info;
     Ok(vec![(Metric::Broadcast, cell)])
+}
+
+/// With `BENCH_ATTACH` set (e.g. `strace -c -f -o /tmp/s.{pid} -p {pid}`),
+/// runs it through `sh -c` with `{pid}` replaced by the server's pid, once
+/// the clients are connected and just before the broadcast starts, and gives
+/// it a second to attach: a tool then sees the whole broadcast and nothing
+/// else (the harness does not talk to the server while it runs). Without
+/// the variable, nothing happens. The tool is waited for once the server
+/// has exited.
+fn attach(server: &Server) -> io::Result<Option<std::process::Child>> {
+    let Ok(template) = std::env::var("BENCH_ATTACH") else {
+        return Ok(None);
+    };
+    let command = template.replace("{pid}", &server.pid().to_string());
+    eprint!("[attaching: {command}] ");
+    let child = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .spawn()?;
+    thread::sleep(Duration::from_secs(1));
+    Ok(Some(child))
 }
 
 fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
@@ -370,7 +398,7 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
 /// so the two rates are paired. Between the two, the idle clients' connect
 /// storm is timed and the server's RSS per idle connection is taken.
 fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
-    let mut server = Server::spawn(peer, false, config.backlog)?;
+    let mut server = Server::spawn(peer, false, config.backlog, config.sender_buffer)?;
     // One client comes and goes first, so that what a server sets up on first
     // use (read buffers, lazily grown tables) is not counted per connection.
     let mut warm = load::connect(server.addr, 1, config.timeout)?;
@@ -446,7 +474,12 @@ fn settle(server: &mut Server) -> io::Result<u64> {
 /// 128: how long until it has taken them all in, and how many handshakes the
 /// kernel dropped on the way (each costs its client a retry after 1 s+).
 fn storm(config: &Config, peer: &Peer, c: usize) -> Outcome {
-    let mut server = Server::spawn(peer, false, 128)?;
+    let mut server = Server::spawn(
+        peer,
+        false,
+        crate::control::STD_BACKLOG,
+        config.sender_buffer,
+    )?;
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
     let mut socks = load::connect(server.addr, c, config.timeout)?;

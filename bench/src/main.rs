@@ -13,7 +13,7 @@ use bench::servers::{self, ServerOpts};
 const USAGE: &str = "\
 usage:
   bench all [options]        run the scenarios, print the markdown table, write plots
-  bench server --impl KIND [--threads N] [--echo] [--backlog N]
+  bench server --impl KIND [--threads N] [--echo] [--backlog N] [--sender-buffer N]
 
 options of `all`:
   --clients 100,1000,10000   client counts C
@@ -26,9 +26,16 @@ options of `all`:
   --scenarios LIST           ingress,broadcast,echo,idle
   --gen-threads N            load generator threads (default 1)
   --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
+  --sender-buffer N          `ours` (policy Disconnect): per-stream outgoing backlog in values
+                             (default 32768: no broadcast run overflows it)
   --timeout SECS             longest wait for connects or deliveries (default 60)
   --out DIR                  where the table and plots go (default bench/results)
   --smoke                    tiny sizes; exact counts checked; exits non-zero on a mismatch
+
+environment:
+  BENCH_ATTACH=CMD           broadcast: run `sh -c CMD` ({pid} = the server's pid) once the
+                             clients are connected, 1 s before the broadcast starts, e.g.
+                             'strace -c -f -o /tmp/strace.{pid} -p {pid}'
 ";
 
 fn main() -> ExitCode {
@@ -70,6 +77,7 @@ fn server(args: &[String]) -> ExitCode {
             "--impl" => kind = value(args, &mut i).to_string(),
             "--threads" => opts.threads = parse(value(args, &mut i)),
             "--backlog" => opts.backlog = parse(value(args, &mut i)),
+            "--sender-buffer" => opts.sender_buffer = parse(value(args, &mut i)),
             "--echo" => opts.echo = true,
             other => {
                 eprint!("unknown option {other}\n{USAGE}");
@@ -106,6 +114,7 @@ fn all(args: &[String]) -> ExitCode {
         deliveries: 2_000_000,
         gen_threads: 1,
         backlog: 65_535,
+        sender_buffer: None,
         smoke: false,
         peers: default_peers(),
         scenarios: Scenario::ALL.to_vec(),
@@ -125,6 +134,7 @@ fn all(args: &[String]) -> ExitCode {
             "--deliveries" => config.deliveries = parse(value(args, &mut i)),
             "--gen-threads" => config.gen_threads = parse(value(args, &mut i)),
             "--backlog" => config.backlog = parse(value(args, &mut i)),
+            "--sender-buffer" => config.sender_buffer = Some(parse(value(args, &mut i))),
             "--timeout" => config.timeout = Duration::from_secs_f64(parse(value(args, &mut i))),
             "--out" => out_dir = PathBuf::from(value(args, &mut i)),
             "--smoke" => config.smoke = true,

@@ -66,13 +66,23 @@ pub struct Server {
 
 impl Server {
     /// Starts `peer` as `<this exe> server ...` and waits for its port.
-    pub fn spawn(peer: &Peer, echo: bool, backlog: i32) -> io::Result<Self> {
+    /// `sender_buffer`: the `ours` server's per-stream outgoing backlog
+    /// under policy Disconnect (other servers ignore it).
+    pub fn spawn(
+        peer: &Peer,
+        echo: bool,
+        backlog: i32,
+        sender_buffer: Option<usize>,
+    ) -> io::Result<Self> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["server", "--impl", &peer.kind])
             .args(["--threads", &peer.threads.to_string()])
             .args(["--backlog", &backlog.to_string()]);
         if echo {
             cmd.arg("--echo");
+        }
+        if let Some(n) = sender_buffer {
+            cmd.args(["--sender-buffer", &n.to_string()]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -165,6 +175,11 @@ impl Server {
     pub fn wait_count(&mut self, n: u64, timeout: Duration) -> io::Result<u64> {
         self.wait_for(n, timeout, Self::count, "frames")
             .map(|(c, _)| c)
+    }
+
+    /// The server's process id (for `BENCH_ATTACH`, see the harness).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The server's resident memory now and at its peak.

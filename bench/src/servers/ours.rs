@@ -1,16 +1,19 @@
-//! The server on this crate, as its docs show it: `runtime::smol::incoming`
-//! framed by `HalvesStream` (2-byte length prefix), one `Multiplexer` with
-//! a `futures::channel::mpsc` sink for channel 0, a consumer task that counts
-//! (and echoes through the outgoing stream), and a broadcast that is one
-//! `OutgoingPacket::Message` per round addressed to every id.
+//! The server on this crate, as its docs show it: a listener from
+//! `runtime::smol::bind` (or `async-net`'s `bind` when the harness asks for
+//! std's backlog of 128) turned into connections by `runtime::smol::incoming`,
+//! framed by `HalvesStream` (2-byte length prefix), one `Multiplexer` with the
+//! crate's batching `batch::channel` for channel 0, a consumer task that
+//! counts (and echoes through the outgoing stream), and a broadcast that is
+//! one `OutgoingPacket::Message` per round addressed to every id.
 //!
 //! Runs on a `smol::Executor` driven by `--threads` threads (1: the main
-//! thread alone). `--policy` picks the backlog policy: `disconnect` (the
-//! default of the crate: a client whose backlog overflows is dropped, the
-//! producer never waits) or `wait` (lossless: the outgoing stream waits while
-//! a target's backlog is full, as the peers' producers do).
+//! thread alone). The kind picks the backlog policy: `ours` is `Disconnect`
+//! (the crate's default: a client whose backlog overflows is dropped, the
+//! producer never waits), `ours-wait` is `Wait` (lossless: the outgoing
+//! stream waits while a target's backlog is full, as the peers' producers do).
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -29,7 +32,15 @@ use crate::proto::{BROADCAST_PAYLOAD, HEADER};
 
 /// Serves until the harness says `quit`.
 pub fn run(opts: &ServerOpts) -> io::Result<()> {
-    let std_listener = control::bind(opts.backlog)?;
+    // Bound the way a user of the crate would: `async-net`'s own `bind`
+    // (std's backlog of 128) when the harness asks for 128, the crate's
+    // `runtime::smol::bind` with a backlog of choice otherwise.
+    let address = SocketAddr::from(([127, 0, 0, 1], 0));
+    let listener = if opts.backlog == control::STD_BACKLOG {
+        smol::block_on(async_net::TcpListener::bind(address))?
+    } else {
+        runtime::smol::bind(address, u32::try_from(opts.backlog).unwrap_or(0))?
+    };
     let counters = Counters::new();
     let ids: Arc<Mutex<Vec<StreamId>>> = Arc::default();
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
@@ -48,27 +59,31 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
 
     {
         let (ex, ids, outgoing_tx) = (Arc::clone(&ex), Arc::clone(&ids), outgoing_tx.clone());
-        control::serve(&std_listener, Arc::clone(&counters), move |rounds| {
-            let targets = ids.lock().expect("ids lock").clone();
-            let mut outgoing_tx = outgoing_tx.clone();
-            ex.spawn(async move {
-                let message = Bytes::from_static(&BROADCAST_PAYLOAD);
-                for _ in 0..rounds {
-                    let packet = OutgoingMessage::new(targets.iter().copied(), [message.clone()]);
-                    if outgoing_tx
-                        .send(OutgoingPacket::Message(packet))
-                        .await
-                        .is_err()
-                    {
-                        return;
+        control::serve_port(
+            listener.local_addr()?.port(),
+            Arc::clone(&counters),
+            move |rounds| {
+                let targets = ids.lock().expect("ids lock").clone();
+                let mut outgoing_tx = outgoing_tx.clone();
+                ex.spawn(async move {
+                    let message = Bytes::from_static(&BROADCAST_PAYLOAD);
+                    for _ in 0..rounds {
+                        let packet =
+                            OutgoingMessage::new(targets.iter().copied(), [message.clone()]);
+                        if outgoing_tx
+                            .send(OutgoingPacket::Message(packet))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
-                }
-            })
-            .detach();
-        })?;
+                })
+                .detach();
+            },
+        )?;
     }
 
-    let listener = async_net::TcpListener::try_from(std_listener)?;
     let halves = HalvesStream::new(runtime::smol::incoming(listener), HEADER);
     // Never sent to: the server runs until the process exits.
     let (_control_tx, control_rx) = mpsc::unbounded();
