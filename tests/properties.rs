@@ -127,6 +127,15 @@ fn fuzz_decoder_yields_scenarios_that_hold() {
             panic!("{input:?} decodes to {scenario:?}: {violation}");
         }
     }
+    // Found by the fuzzer (a model error): a stream evicted for a newcomer
+    // in the step that closed it by Shutdown.
+    let evicted_at_once: &[u8] = &[
+        0x00, 0xA7, 0x00, 0x00, 0x00, 0x26, 0x00, 0x00, 0x00, 0x00, 0x26, 0x00, 0xA7, 0xA7, 0xA7,
+        0x00, 0x00, 0x00, 0x00, 0xA7, 0xA7, 0xA7, 0xA7, 0x00, 0x00, 0x00, 0x00, 0xA7,
+    ];
+    if let Err(violation) = model::run(&Scenario::from_bytes(evicted_at_once), OPEN_FINDINGS) {
+        panic!("the evicted-at-once input: {violation}");
+    }
     let counting: Vec<u8> = (0..=255).collect();
     if let Err(violation) = model::run(&Scenario::from_bytes(&counting), OPEN_FINDINGS) {
         panic!("0..=255: {violation}");

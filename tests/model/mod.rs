@@ -1118,7 +1118,9 @@ impl Harness {
             return;
         }
         for c in &mut self.clients {
-            if c.left == Some(Left::Announced(DisconnectReason::Shutdown)) && !c.values_closed {
+            // Whether its connection is closed already says nothing: an
+            // evicted stream's connection is closed too.
+            if c.left == Some(Left::Announced(DisconnectReason::Shutdown)) {
                 c.values_uncertain = true;
             }
         }
