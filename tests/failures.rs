@@ -230,7 +230,11 @@ fn a_closing_stream_below_max_streams_finishes_its_flush() {
         closed = ended;
         harness.settle();
     }
-    assert_eq!(got, (0..5).collect::<Vec<_>>(), "room enough: nothing abandoned");
+    assert_eq!(
+        got,
+        (0..5).collect::<Vec<_>>(),
+        "room enough: nothing abandoned"
+    );
     assert!(closed, "and closed once flushed");
 }
 

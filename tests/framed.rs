@@ -13,7 +13,7 @@ use futures::io::{AsyncRead, AsyncWrite, Cursor};
 use futures::stream::{self, FusedStream};
 use futures::task::noop_waker_ref;
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use stream_multiplexer::codec::{Encoder, LengthDelimitedCodec, LinesCodec};
+use stream_multiplexer::codec::{Encoder, LengthDelimitedCodec, LinesCodec, RecoveringLinesCodec};
 use stream_multiplexer::framed::{FramedRead, FramedWrite};
 use stream_multiplexer::{HalvesStream, IntoHalves, Locked};
 
@@ -248,6 +248,36 @@ fn read_chunk_size_bounds_each_read() {
     frames.set_read_chunk_size(16);
     while block_on(frames.next()).is_some() {}
     assert_eq!(frames.get_ref().reads, 8);
+}
+
+/// Found by the codec fuzz target: lines arriving a byte at a time, some
+/// longer than the maximum, grew the buffer past twice the most it must
+/// hold (`BytesMut` doubled its whole allocation, the bytes already split
+/// off its front included). The bound: twice the longest line kept (the
+/// maximum and a `\r`) plus a read chunk, and the 8 bytes a `Vec` rounds to.
+#[test]
+fn buffer_stays_within_twice_a_maximal_frame_and_a_read_chunk() {
+    const MAX: usize = 96;
+    const CHUNK: usize = 143;
+    let wire = include_bytes!("data/codec-buffer-growth.bin");
+    // Never `Pending`, so the buffer is never released between reads.
+    let reads = wire
+        .iter()
+        .flat_map(|&byte| [Step::Error(ErrorKind::Interrupted), Step::Data(vec![byte])]);
+    let mut lines = FramedRead::new(ScriptedReader::new(reads), RecoveringLinesCodec::new(MAX));
+    lines.set_read_chunk_size(CHUNK);
+    let bound = 2 * (MAX + 1 + CHUNK) + 8;
+    loop {
+        let poll = poll_once(&mut lines);
+        let capacity = lines.buffer_capacity();
+        assert!(
+            capacity <= bound,
+            "a buffer of {capacity} bytes, bound {bound}"
+        );
+        if let Poll::Ready(None) = poll {
+            break;
+        }
+    }
 }
 
 // ---- FramedRead: decoding ----------------------------------------------------

@@ -40,6 +40,8 @@ const READS_PER_POLL: usize = 32;
 /// - **Many frames per read.** Everything already buffered is decoded before
 ///   the reader is read again, and reads go straight into the buffer the
 ///   frames are split off, so a frame is never copied by this type.
+/// - **Bounded.** The buffer never holds more than twice the largest frame
+///   the decoder keeps plus one read chunk, however the bytes arrive.
 /// - **Released when idle.** When the reader would block and no partial
 ///   frame is buffered, the buffer is dropped, so an idle connection holds
 ///   none. (Frames already yielded keep their own part of it alive for as
@@ -286,6 +288,26 @@ impl<R, D> FramedRead<R, D> {
         }
     }
 
+    /// Makes room for `asked` more bytes after what is buffered, reusing
+    /// the allocation when it can (the frames split off its front are gone,
+    /// or moving the partial frame there is cheap). Otherwise it allocates
+    /// anew, at most twice what is needed, and copies the partial frame
+    /// over. `BytesMut` left to grow itself would double the whole
+    /// allocation, the bytes already split off its front included, and the
+    /// fuzzer found buffers beyond twice the largest frame plus a read chunk
+    /// that way; this keeps them within it.
+    fn make_room(&mut self, asked: usize) {
+        if self.buffer.try_reclaim(asked) {
+            return;
+        }
+        let needed = self.buffer.len() + asked;
+        // Doubling keeps a large frame arriving in many reads from being
+        // copied once per read.
+        let mut grown = BytesMut::with_capacity(needed.max(2 * self.buffer.capacity()));
+        grown.extend_from_slice(&self.buffer);
+        self.buffer = grown;
+    }
+
     /// Ends the stream, dropping the buffer, and hands back `error` to yield.
     fn fail<E>(&mut self, error: E) -> Poll<Option<Result<D::Item, E>>>
     where
@@ -344,6 +366,7 @@ where
 
             let filled = this.buffer.len();
             let asked = this.read_size;
+            this.make_room(asked);
             // Zero-filled, because safe code cannot hand uninitialised
             // memory to `poll_read`; see the module's performance notes.
             this.buffer.resize(filled + asked, 0);

@@ -1288,11 +1288,7 @@ impl Harness {
             // Streams still flushing after a Shutdown do not count: they
             // are dropped for a newcomer rather than keep it waiting.
             let lobby_closed = self.consumers[0].state == Consumption::Dropped;
-            if first_waiting.is_some()
-                && open < max
-                && !lobby_closed
-                && !self.shutting_down
-            {
+            if first_waiting.is_some() && open < max && !lobby_closed && !self.shutting_down {
                 return Err(format!(
                     "a client waits to be accepted with {open} of {max} streams open (SPEC §4.10)"
                 ));
