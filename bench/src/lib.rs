@@ -1,7 +1,8 @@
 //! Side-by-side benchmark of `stream_multiplexer` against its peers
 //! (SPEC §5): a load generator used identically against every server, the
 //! servers themselves (each run as a child process of the harness), and the
-//! report (markdown table and SVG plots).
+//! report (markdown table and SVG plots). With the `ours` feature, also the
+//! soak run of SPEC issue 5 (module `soak`).
 
 pub mod control;
 pub mod harness;
@@ -10,6 +11,8 @@ pub mod proto;
 pub mod report;
 pub mod server;
 pub mod servers;
+#[cfg(feature = "ours")]
+pub mod soak;
 
 /// Raises this process's open-file limit as far as it goes (children
 /// inherit it): 10,000 clients need 10,000 descriptors on each side.

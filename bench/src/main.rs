@@ -1,5 +1,6 @@
 //! `bench all` runs every scenario against every server and prints the
-//! table; `bench server ...` is how the harness starts each server.
+//! table; `bench server ...` is how the harness starts each server; `bench
+//! soak` is the long run of SPEC issue 5 (with the `ours` feature).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,9 @@ const USAGE: &str = "\
 usage:
   bench all [options]        run the scenarios, print the markdown table, write plots
   bench server --impl KIND [--threads N] [--echo] [--backlog N] [--sender-buffer N]
+  bench soak [options]       the soak run (needs `--features ours`, on by default): many
+                             clients with churn against one in-process server; RSS sampled;
+                             exits non-zero if a check fails
 
 options of `all`:
   --clients 100,1000,10000   client counts C
@@ -32,6 +36,16 @@ options of `all`:
   --out DIR                  where the table and plots go (default bench/results)
   --smoke                    tiny sizes; exact counts checked; exits non-zero on a mismatch
 
+options of `soak`:
+  --clients N                client slots, one connection each at a time (default 1000)
+  --minutes M                how long the clients run (default 10; fractions allowed)
+  --sample-secs S            time between samples (default 10)
+  --pace-ms MS               mean dwell in the lobby; the room's is twice that, the pause
+                             between connections a quarter (default 1000)
+  --seed N                   seeds the clients' random choices (default 1)
+  --smoke                    20 clients for 3 s at pace 100 ms (CI); the RSS is not checked
+                             (it is not, either, for any run shorter than a minute)
+
 environment:
   BENCH_ATTACH=CMD           broadcast: run `sh -c CMD` ({pid} = the server's pid) once the
                              clients are connected, 1 s before the broadcast starts, e.g.
@@ -43,6 +57,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("server") => server(&args[1..]),
         Some("all") => all(&args[1..]),
+        Some("soak") => soak(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             ExitCode::from(2)
@@ -62,10 +77,12 @@ fn value<'a>(args: &'a [String], i: &mut usize) -> &'a str {
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> T {
-    s.parse().unwrap_or_else(|_| {
-        eprint!("bad value {s:?}\n{USAGE}");
-        std::process::exit(2)
-    })
+    s.parse().unwrap_or_else(|_| bad_value(s))
+}
+
+fn bad_value(s: &str) -> ! {
+    eprint!("bad value {s:?}\n{USAGE}");
+    std::process::exit(2)
 }
 
 fn server(args: &[String]) -> ExitCode {
@@ -93,6 +110,61 @@ fn server(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `bench soak`: parses its options (`--smoke` first sets the smoke run's,
+/// which later options may change) and runs it.
+#[cfg(feature = "ours")]
+fn soak(args: &[String]) -> ExitCode {
+    let mut config = if args.iter().any(|a| a == "--smoke") {
+        bench::soak::Config::smoke()
+    } else {
+        bench::soak::Config::default()
+    };
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--clients" => config.clients = parse(value(args, &mut i)),
+            "--minutes" => {
+                let minutes: f64 = parse(value(args, &mut i));
+                config.duration = Duration::try_from_secs_f64(minutes * 60.0)
+                    .unwrap_or_else(|_| bad_value(&minutes.to_string()));
+            }
+            "--sample-secs" => {
+                let secs: f64 = parse(value(args, &mut i));
+                config.sample = Duration::try_from_secs_f64(secs)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or_else(|| bad_value(&secs.to_string()));
+            }
+            "--pace-ms" => config.pace = Duration::from_millis(parse(value(args, &mut i))),
+            "--seed" => config.seed = parse(value(args, &mut i)),
+            "--smoke" => {}
+            other => {
+                eprint!("unknown option {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    if config.clients == 0 {
+        bad_value("0");
+    }
+    match bench::soak::run(&config) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("soak: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Without the `ours` feature there is no server to soak.
+#[cfg(not(feature = "ours"))]
+fn soak(_args: &[String]) -> ExitCode {
+    eprintln!("soak needs the `ours` feature (on by default)");
+    ExitCode::from(2)
 }
 
 fn default_peers() -> Vec<Peer> {

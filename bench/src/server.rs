@@ -184,7 +184,15 @@ impl Server {
 
     /// The server's resident memory now and at its peak.
     pub fn memory(&self) -> io::Result<Memory> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        Memory::of(&self.child.id().to_string())
+    }
+}
+
+impl Memory {
+    /// The resident memory of process `pid` (a number, or `self`), from
+    /// `/proc/PID/status`.
+    pub fn of(pid: &str) -> io::Result<Memory> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
         let field = |name: &str| {
             status
                 .lines()
