@@ -449,7 +449,7 @@ impl<K> HalvesStreamBuilder<K> {
 
     /// Sets how many bytes a connection's write half buffers before writing
     /// them out; see [`FramedWrite::set_high_water_mark`]. Defaults to
-    /// 64 KiB.
+    /// 16 KiB.
     ///
     /// # Examples
     ///

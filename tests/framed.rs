@@ -533,10 +533,10 @@ fn many_frames_leave_in_few_writes() {
     block_on(frames.send_all(&mut source)).unwrap();
 
     let writer = frames.get_ref();
-    // 60,000 bytes fit under the 64 KiB high-water mark: one write at the
-    // final flush. Allow a little slack, but nothing like one per frame.
+    // 60,000 bytes, a write each time the 16 KiB high-water mark is
+    // passed and one at the final flush: 4. Nothing like one per frame.
     assert!(
-        writer.writes <= 2,
+        writer.writes <= 5,
         "{} writes for {count} frames",
         writer.writes
     );
