@@ -162,12 +162,16 @@
 //!   [`StreamDisconnected`](IncomingPacket::StreamDisconnected) with its
 //!   [`DisconnectReason`] — also across moves between channels.
 //! * Outgoing packets take effect in the order they are sent: a `Message`
-//!   followed by a `Shutdown` delivers the message, then closes.
+//!   followed by a `Shutdown` delivers the message, then closes (to a
+//!   client that reads; at [`max_streams`](MultiplexerBuilder::max_streams)
+//!   a newcomer may cut that last flush short).
 //! * Nothing from the network ends [`Run`] or makes it panic; what is not
 //!   delivered is counted in [`Stats`].
 //! * Memory is bounded: each stream's outgoing backlog holds at most
-//!   `sender_buffer_size` values, frames are capped by the codec's maximum
-//!   length, and idle connections hold no buffers.
+//!   `sender_buffer_size` values, its write buffer 16 KiB (by default),
+//!   frames are capped by the codec's maximum length, and idle connections
+//!   hold no buffers. (What the kernel buffers for a socket is the kernel's:
+//!   see RELIABILITY.md.)
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
