@@ -338,9 +338,9 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
 
 /// With `BENCH_ATTACH` set (e.g. `strace -c -f -o /tmp/s.{pid} -p {pid}`),
 /// runs it through `sh -c` with `{pid}` replaced by the server's pid, once
-/// the clients are connected and just before the broadcast starts, and gives
-/// it a second to attach: a tool then sees the whole broadcast and nothing
-/// else (the harness does not talk to the server while it runs). Without
+/// the clients are connected and just before the broadcast (or the echo
+/// load) starts, and gives it a second to attach: a tool then sees the whole
+/// broadcast (or echo run) and nothing else but the harness's queries. Without
 /// the variable, nothing happens. The tool is waited for once the server
 /// has exited.
 fn attach(server: &Server) -> io::Result<Option<std::process::Child>> {
@@ -358,6 +358,7 @@ fn attach(server: &Server) -> io::Result<Option<std::process::Child>> {
 
 fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let (server, socks) = start(config, peer, true, c)?;
+    let attached = attach(&server)?;
     let run = load::start(Work::Echo, socks, config.gen_threads)?;
     let shared = run.shared();
     thread::sleep(config.warmup);
@@ -377,6 +378,10 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let note = (bad != 0 || lost != 0 || closed != 0).then(|| {
         format!("{bad} wrong echoes, {lost} requests unanswered, {closed} clients closed")
     });
+    drop(server);
+    if let Some(mut tool) = attached {
+        tool.wait()?;
+    }
     let peak = Some(memory.peak);
     let mut rate = Cell::new((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), peak);
     rate.note = note;

@@ -25,8 +25,9 @@ options of `all`:
   --warmup SECS              load before the window (default 0.5)
   --deliveries N             broadcast deliveries per run (rounds = N / C; default 2000000)
   --peers LIST               e.g. mio,tokio/1,tokio/2,v016/1,v016/2,ours/1,ours/2,ours-wait/1
-                             (`ours`: backlog policy Disconnect, `ours-wait`: Wait;
-                             both need `--features ours`)
+                             (`ours`: backlog policy Disconnect on smol, `ours-wait`: Wait
+                             on smol, `ours-tokio`: Disconnect on tokio; all three need
+                             `--features ours`, on by default)
   --scenarios LIST           ingress,broadcast,echo,idle
   --gen-threads N            load generator threads (default 1)
   --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
@@ -47,8 +48,8 @@ options of `soak`:
                              (it is not, either, for any run shorter than a minute)
 
 environment:
-  BENCH_ATTACH=CMD           broadcast: run `sh -c CMD` ({pid} = the server's pid) once the
-                             clients are connected, 1 s before the broadcast starts, e.g.
+  BENCH_ATTACH=CMD           broadcast, echo: run `sh -c CMD` ({pid} = the server's pid) once
+                             the clients are connected, 1 s before the load starts, e.g.
                              'strace -c -f -o /tmp/strace.{pid} -p {pid}'
 ";
 
@@ -170,7 +171,7 @@ fn soak(_args: &[String]) -> ExitCode {
 fn default_peers() -> Vec<Peer> {
     let mut peers = vec!["mio", "tokio/1", "tokio/2", "v016/1", "v016/2"];
     if cfg!(feature = "ours") {
-        peers.extend(["ours/1", "ours/2", "ours-wait/1"]);
+        peers.extend(["ours/1", "ours/2", "ours-wait/1", "ours-tokio/1"]);
     }
     peers
         .into_iter()

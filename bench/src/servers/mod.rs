@@ -57,7 +57,7 @@ impl Default for ServerOpts {
 /// The server kinds this build knows.
 pub fn kinds() -> &'static [&'static str] {
     if cfg!(feature = "ours") {
-        &["mio", "tokio", "v016", "ours", "ours-wait"]
+        &["mio", "tokio", "v016", "ours", "ours-wait", "ours-tokio"]
     } else {
         &["mio", "tokio", "v016"]
     }
@@ -70,12 +70,14 @@ pub fn run(kind: &str, opts: &ServerOpts) -> io::Result<()> {
         "tokio" => tokio_server::run(opts),
         "v016" => v016::run(opts),
         #[cfg(feature = "ours")]
-        "ours" => ours::run(opts),
+        "ours" => ours::on_smol::run(opts),
         #[cfg(feature = "ours")]
-        "ours-wait" => ours::run(&ServerOpts {
+        "ours-wait" => ours::on_smol::run(&ServerOpts {
             policy: Policy::Wait,
             ..opts.clone()
         }),
+        #[cfg(feature = "ours")]
+        "ours-tokio" => ours::on_tokio::run(opts),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unknown server {other:?} (this build has {:?})", kinds()),

@@ -1,0 +1,63 @@
+//! `ours-tokio`: `ours` on tokio, as a tokio user would run it: a
+//! `tokio::net::TcpListener` (from a socket bound with the harness's
+//! backlog), connections from `runtime::tokio::incoming`, the multiplexer and
+//! its consumer as tasks on a tokio runtime: current-thread for
+//! `--threads 1`, multi-thread with that many workers otherwise.
+
+use std::io;
+use std::sync::Arc;
+
+use futures::channel::mpsc;
+use stream_multiplexer::{HalvesStream, runtime};
+
+use super::{Parts, broadcast, consume};
+use crate::control::{self, Counters};
+use crate::proto::HEADER;
+use crate::servers::ServerOpts;
+
+/// Serves until the harness says `quit`.
+pub fn run(opts: &ServerOpts) -> io::Result<()> {
+    let tokio = if opts.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(opts.threads)
+            .enable_all()
+            .build()?
+    };
+    let std_listener = control::bind(opts.backlog)?;
+    let counters = Counters::new();
+    let parts = Parts::new(opts);
+
+    {
+        let (handle, ids, outgoing) = (
+            tokio.handle().clone(),
+            Arc::clone(&parts.ids),
+            parts.outgoing.clone(),
+        );
+        control::serve(&std_listener, Arc::clone(&counters), move |rounds| {
+            let targets = ids.lock().expect("ids lock").clone();
+            handle.spawn(broadcast(targets, rounds, outgoing.clone()));
+        })?;
+    }
+
+    tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let halves = HalvesStream::new(runtime::tokio::incoming(listener), HEADER);
+        tokio::spawn(consume(
+            parts.channel0,
+            parts.outgoing,
+            parts.ids,
+            counters,
+            opts.echo,
+        ));
+        // Never sent to: the server runs until the process exits.
+        let (_control_tx, control_rx) = mpsc::unbounded();
+        if let Err(e) = parts.multiplexer.run(halves, control_rx).await {
+            eprintln!("ours-tokio server: run: {e}");
+        }
+        Ok(())
+    })
+}
