@@ -45,10 +45,12 @@ const MAX_PAD: u64 = 200;
 const FLOOD_MAX: u64 = 2_000;
 /// Receive buffer of a slow client's socket: small, so that the server's
 /// writes to it stall soon and its outgoing backlog overflows after a few
-/// hundred frames instead of after the megabytes loopback buffers hold.
+/// hundred frames instead of after the megabytes loopback buffers hold. Set
+/// before connecting: shrunk on an established connection (whose window was
+/// agreed for a larger buffer), it left the server's kernel probing a zero
+/// window with exponential backoff, and 2 slow clients in a 10-minute run
+/// saw nothing for 30 s after the server had closed their connections.
 const SLOW_RCVBUF: usize = 4096;
-/// Receive buffer of a slow client's socket once it reads again.
-const READ_AGAIN_RCVBUF: usize = 256 * 1024;
 /// Client errors printed; the rest are only counted.
 const ERRORS_PRINTED: u64 = 20;
 
@@ -298,17 +300,13 @@ impl Client {
         let pace = self.shared.settings.pace;
         let leave = Leave::pick(&mut self.rng);
         let from_lobby = leave != Leave::Slow && self.rng.below(5) == 0;
-        let stream = timeout("connect", TcpStream::connect(self.shared.settings.addr))
+        let receive_buffer = (leave == Leave::Slow).then_some(SLOW_RCVBUF);
+        let stream = timeout("connect", connect(self.shared.settings.addr, receive_buffer))
             .await?
             .map_err(|e| format!("connect: {e}"))?;
         self.count(|c| &c.connects, 1);
         // Small frames answered one at a time: Nagle would only add delay.
         let _ = stream.set_nodelay(true);
-        if leave == Leave::Slow {
-            socket2::SockRef::from(&stream)
-                .set_recv_buffer_size(SLOW_RCVBUF)
-                .map_err(|e| format!("SO_RCVBUF: {e}"))?;
-        }
         let mut conn = Conn {
             stream,
             frames: FrameReader::default(),
@@ -483,9 +481,6 @@ impl Client {
             }
         }
         self.count(|c| &c.flood_frames, sent);
-        // Reading again, with a normal buffer: through a 4 KB window the
-        // echoes of a flood the server did not cut short take many seconds.
-        let _ = socket2::SockRef::from(&conn.stream).set_recv_buffer_size(READ_AGAIN_RCVBUF);
         let mut echoed = 0;
         while echoed < sent {
             let expected = flood_payload(self.slot, first + echoed);
@@ -514,6 +509,33 @@ fn ended(error: &io::Error) -> bool {
 }
 
 /// Runs `future` for at most [`IO_TIMEOUT`].
+/// Connects to `addr`, with a receive buffer of `receive_buffer` bytes set
+/// before the handshake if given (so that the window agreed fits it).
+async fn connect(addr: SocketAddr, receive_buffer: Option<usize>) -> io::Result<TcpStream> {
+    let Some(size) = receive_buffer else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_recv_buffer_size(size)?;
+    socket.set_nonblocking(true)?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = smol::Async::new(std::net::TcpStream::from(socket))?;
+    // Writable once the handshake is over, or failed.
+    stream.writable().await?;
+    if let Some(error) = stream.get_ref().take_error()? {
+        return Err(error);
+    }
+    Ok(TcpStream::from(stream))
+}
+
 async fn timeout<T>(what: &str, future: impl Future<Output = T>) -> Result<T, String> {
     or(async { Ok(future.await) }, async {
         Timer::after(IO_TIMEOUT).await;
