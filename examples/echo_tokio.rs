@@ -74,6 +74,9 @@ async fn main() -> Result<(), Box<dyn Error>> {
         Multiplexer::new(BACKLOG_PER_CLIENT, outgoing, vec![PollSender::new(channel)]);
     let halves = HalvesStream::new(incoming(listener), 2);
     // The control stream never ends: the server runs until it is killed.
-    multiplexer.run(halves, stream::pending()).await?;
+    // Unconstrained: `Run` serves every connection from this one task and
+    // bounds its own work per poll; tokio's per-task budget of 128 I/O
+    // operations would leave some clients waiting (runtime::tokio's docs).
+    tokio::task::unconstrained(multiplexer.run(halves, stream::pending())).await?;
     Ok(())
 }

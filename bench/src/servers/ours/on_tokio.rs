@@ -2,7 +2,8 @@
 //! `tokio::net::TcpListener` (from a socket bound with the harness's
 //! backlog), connections from `runtime::tokio::incoming`, the multiplexer and
 //! its consumer as tasks on a tokio runtime: current-thread for
-//! `--threads 1`, multi-thread with that many workers otherwise.
+//! `--threads 1`, multi-thread with that many workers otherwise. `Run` is
+//! awaited inside `tokio::task::unconstrained`, as the adapter's docs say.
 
 use std::io;
 use std::sync::Arc;
@@ -55,7 +56,10 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
         ));
         // Never sent to: the server runs until the process exits.
         let (_control_tx, control_rx) = mpsc::unbounded();
-        if let Err(e) = parts.multiplexer.run(halves, control_rx).await {
+        // Unconstrained, as `runtime::tokio`'s docs say: under tokio's
+        // per-task budget, a few of 10,000 echo clients waited seconds.
+        let run = parts.multiplexer.run(halves, control_rx);
+        if let Err(e) = tokio::task::unconstrained(run).await {
             eprintln!("ours-tokio server: run: {e}");
         }
         Ok(())
