@@ -28,7 +28,8 @@
 //!
 //! # Run it unconstrained
 //!
-//! Await [`Run`](crate::Run) inside [`tokio::task::unconstrained`]. Tokio
+//! Await [`Run`](crate::Run) inside
+//! [`tokio::task::unconstrained`](https://docs.rs/tokio/1/tokio/task/fn.unconstrained.html). Tokio
 //! gives each task a budget of 128 I/O operations per poll and then makes
 //! every socket it touches report `Pending`; that suits a task per
 //! connection, but `Run` serves all the connections from one task and keeps

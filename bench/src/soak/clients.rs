@@ -301,9 +301,12 @@ impl Client {
         let leave = Leave::pick(&mut self.rng);
         let from_lobby = leave != Leave::Slow && self.rng.below(5) == 0;
         let receive_buffer = (leave == Leave::Slow).then_some(SLOW_RCVBUF);
-        let stream = timeout("connect", connect(self.shared.settings.addr, receive_buffer))
-            .await?
-            .map_err(|e| format!("connect: {e}"))?;
+        let stream = timeout(
+            "connect",
+            connect(self.shared.settings.addr, receive_buffer),
+        )
+        .await?
+        .map_err(|e| format!("connect: {e}"))?;
         self.count(|c| &c.connects, 1);
         // Small frames answered one at a time: Nagle would only add delay.
         let _ = stream.set_nodelay(true);
