@@ -725,6 +725,7 @@ mod smol_adapter {
     fn smol_connections_and_their_halves_are_send_and_unpin() {
         fn send_unpin<T: Send + Unpin + 'static>() {}
         send_unpin::<stream_multiplexer::runtime::smol::Incoming>();
+        send_unpin::<stream_multiplexer::runtime::smol::Connection>();
         send_unpin::<HalvesStream<stream_multiplexer::runtime::smol::Incoming>>();
         send_unpin::<FramedRead<async_net::TcpStream, LengthDelimitedCodec>>();
         send_unpin::<FramedWrite<async_net::TcpStream, LengthDelimitedCodec>>();
@@ -778,6 +779,73 @@ mod smol_adapter {
             // After the back-off, the waiting client is accepted.
             let accepted = connections.next().await.unwrap();
             assert!(accepted.is_ok(), "{accepted:?}");
+        });
+    }
+
+    /// Waits (on the socket, not the clock) until `bytes` bytes are there
+    /// to be read; fails after 20 s instead of hanging.
+    #[cfg(unix)]
+    fn wait_until_buffered(
+        connection: &stream_multiplexer::runtime::smol::Connection,
+        bytes: usize,
+    ) {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut peeked = vec![0; bytes];
+        while !matches!(connection.get_ref().peek(&mut peeked), Ok(n) if n == bytes) {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "{bytes} bytes never arrived"
+            );
+            std::thread::yield_now();
+        }
+    }
+
+    /// A read that fills less than its buffer has most likely drained the
+    /// socket, so the next read asks the reactor first instead of trying
+    /// the kernel (one read system call per burst, not two): even with the
+    /// next burst already in the socket, the first poll after a short read
+    /// is `Pending`, and the burst arrives once the reactor reports it,
+    /// burst after burst.
+    #[test]
+    #[cfg(unix)]
+    fn after_a_short_read_the_next_read_waits_for_the_reactor_and_misses_nothing() {
+        use std::io::Write;
+
+        run_with_watchdog(async {
+            let listener = bind("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+            let address = listener.local_addr().unwrap();
+            let mut connections = incoming(listener);
+            let mut client = std::net::TcpStream::connect(address).unwrap();
+            let mut server = connections.next().await.unwrap().unwrap();
+            let mut buffer = [0; 64];
+
+            client.write_all(b"first").unwrap();
+            let read = server.read(&mut buffer).await.unwrap();
+            assert_eq!(&buffer[..read], b"first");
+            for burst in 0..8u8 {
+                let sent = [burst; 4];
+                client.write_all(&sent).unwrap();
+                wait_until_buffered(&server, sent.len());
+                assert!(
+                    futures::poll!(server.read(&mut buffer)).is_pending(),
+                    "burst {burst}: the read after a short read went to the kernel"
+                );
+                let read = server.read(&mut buffer).await.unwrap();
+                assert_eq!(&buffer[..read], &sent, "burst {burst}");
+            }
+
+            // A read that fills its buffer says nothing about what is left:
+            // the next read tries the kernel at once.
+            client.write_all(&[7; 8]).unwrap();
+            wait_until_buffered(&server, 8);
+            // The first read after the previous short one waits for the
+            // reactor, then fills its 4 bytes.
+            let read = server.read(&mut buffer[..4]).await.unwrap();
+            assert_eq!(read, 4);
+            match futures::poll!(server.read(&mut buffer)) {
+                Poll::Ready(Ok(4)) => assert_eq!(&buffer[..4], &[7; 4]),
+                other => panic!("after a full read: {other:?}"),
+            }
         });
     }
 

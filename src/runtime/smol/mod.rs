@@ -1,7 +1,7 @@
 //! The smol adapter: async-net listeners as streams of connections.
 //!
 //! Needs the `smol` feature (on by default). The connections are
-//! [`async_net::TcpStream`]s, which are `Clone`, so
+//! [`Connection`]s: TCP streams on smol's reactor that are `Clone`, so
 //! [`HalvesStream`](crate::HalvesStream) splits them into halves without a
 //! lock.
 
@@ -14,11 +14,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use async_io::{Async, Timer};
-use async_net::{TcpListener, TcpStream};
+use async_net::TcpListener;
 use futures::Stream;
 use futures::stream::FusedStream;
 
 use super::is_resource_exhaustion;
+
+mod connection;
+
+pub use connection::Connection;
 
 /// How long to wait before accepting again after the process or system ran
 /// out of file descriptors or memory: long enough for some connections to
@@ -142,17 +146,17 @@ impl Incoming {
         self.listener.get_ref().local_addr()
     }
 
-    /// Accepts one connection without blocking, as a non-blocking async-net
-    /// stream with `TCP_NODELAY` set.
-    fn try_accept(&self) -> io::Result<TcpStream> {
+    /// Accepts one connection without blocking, as a non-blocking
+    /// [`Connection`] with `TCP_NODELAY` set.
+    fn try_accept(&self) -> io::Result<Connection> {
         let (stream, _peer) = self.listener.get_ref().accept()?;
         stream.set_nodelay(true)?;
-        Ok(TcpStream::from(Async::new(stream)?))
+        Ok(Connection::new(Async::new(stream)?))
     }
 }
 
 impl Stream for Incoming {
-    type Item = io::Result<TcpStream>;
+    type Item = io::Result<Connection>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
