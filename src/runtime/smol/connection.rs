@@ -56,8 +56,9 @@ const SHORT_READ_DRAINS: bool = cfg!(unix);
 #[derive(Clone)]
 pub struct Connection {
     socket: Arc<Async<TcpStream>>,
-    /// The last read of this handle came back short: wait for the reactor
-    /// before reading again. Each clone has its own.
+    /// The last read of this handle came back short or would have
+    /// blocked: wait for the reactor before reading again. Each clone has
+    /// its own.
     probably_drained: bool,
 }
 
@@ -134,10 +135,12 @@ impl Connection {
     /// Reads with `read` once the socket may hold data.
     ///
     /// Every `Pending` comes from the reactor's `poll_readable`, after a
-    /// short read or a `WouldBlock`, so the next poll always asks the
-    /// reactor first: that consumes the event it reported (async-io
-    /// reports an event until it is asked about it), so a stale event
-    /// cannot make a later read fail with `WouldBlock`.
+    /// short read or a `WouldBlock`, so the poll that follows the wake-up
+    /// asks the reactor first, which consumes the event that woke it.
+    /// (async-io keeps an event until `poll_readable` is called; reading
+    /// past one, as async-io's own `poll_read` does when the socket
+    /// already has data, leaves it to report data long since read, and a
+    /// read after a short one then failed with `WouldBlock` every time.)
     fn poll_read_with(
         &mut self,
         cx: &mut Context<'_>,
