@@ -83,9 +83,9 @@ const VALUES_PER_TURN: usize = 256;
 const IDLE_BACKLOG_CAPACITY: usize = 4;
 
 /// A backlog that grew past this many slots is shrunk back to
-/// [`IDLE_BACKLOG_CAPACITY`] once empty. Below it, the slots are kept: a
-/// steady stream of a few values per poll would otherwise reallocate on
-/// every turn.
+/// [`IDLE_BACKLOG_CAPACITY`] once empty and flushed. Below it, the slots are
+/// kept: a steady stream of a few values per poll would otherwise
+/// reallocate on every turn.
 const SHRINK_BACKLOG_ABOVE: usize = 32;
 
 impl<W, V> Writer<W, V> {
