@@ -179,6 +179,7 @@
 
 pub mod batch;
 mod channel;
+mod clock;
 pub mod codec;
 mod error;
 pub mod framed;
@@ -193,6 +194,7 @@ mod stats;
 mod stream;
 mod wake;
 
+pub use clock::Clock;
 pub use error::MultiplexerError;
 pub use halves::{HalvesStream, HalvesStreamBuilder, IntoHalves, Locked};
 pub use id_gen::{IdGen, IncrementIdGen};
