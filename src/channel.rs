@@ -16,7 +16,7 @@ pub(crate) struct Channel<Ch, T> {
     /// `StreamConnected`/`StreamDisconnected` packets not yet accepted by the
     /// sink. They go out before any reader of the channel is polled again,
     /// which is what keeps a stream's messages after its `StreamConnected`
-    /// (SPEC §4.1, §4.2).
+    /// (guarantees 1 and 2 of the crate docs).
     announcements: VecDeque<IncomingPacket<T>>,
     /// Slab keys of streams whose readers were woken, in wake order. Keys of
     /// streams that have since left or moved are skipped when popped.

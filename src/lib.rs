@@ -181,24 +181,28 @@ pub mod batch;
 mod channel;
 mod clock;
 pub mod codec;
+mod config;
 mod error;
 pub mod framed;
 mod halves;
 mod id_gen;
 mod multiplexer;
 mod packet;
+mod reader;
 mod registry;
 mod run;
 pub mod runtime;
 mod stats;
-mod stream;
+mod timer_wheel;
 mod wake;
+mod writer;
 
 pub use clock::Clock;
+pub use config::BacklogPolicy;
 pub use error::MultiplexerError;
 pub use halves::{HalvesStream, HalvesStreamBuilder, IntoHalves, Locked};
 pub use id_gen::{IdGen, IncrementIdGen};
-pub use multiplexer::{BacklogPolicy, Multiplexer, MultiplexerBuilder};
+pub use multiplexer::{Multiplexer, MultiplexerBuilder};
 pub use packet::{
     ChannelId, ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, Iter,
     OutgoingMessage, OutgoingPacket, StreamId,

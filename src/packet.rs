@@ -123,6 +123,7 @@ impl<T> IncomingMessage<T> {
 /// assert_ne!(reason, DisconnectReason::Linkdead);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum DisconnectReason {
     /// The connection ended or failed: its reader ended or errored, or a
     /// write to it failed.
@@ -135,6 +136,15 @@ pub enum DisconnectReason {
     /// The stream did not read fast enough: a value sent to it would have
     /// exceeded its outgoing backlog, so it was disconnected.
     BacklogFull,
+    /// The stream completed no frame for the idle timeout (see
+    /// [`MultiplexerBuilder::idle_timeout`](crate::MultiplexerBuilder::idle_timeout)):
+    /// a silent client, or one that trickles a frame too slowly.
+    IdleTimeout,
+    /// The stream's socket took no bytes for the write timeout while values
+    /// waited for it (see
+    /// [`MultiplexerBuilder::write_timeout`](crate::MultiplexerBuilder::write_timeout)):
+    /// a client that stopped reading.
+    WriteTimeout,
 }
 
 /// What the application asks of the multiplexer.

@@ -1,34 +1,80 @@
-//! The live streams: a slab of connections and the map from their public
+//! The live streams: a slab of entries and the map from their public
 //! [`StreamId`]s to slab keys.
 //!
 //! Slab keys are reused as soon as a slot is freed, so they are never handed
 //! out as ids: a late packet for a departed stream must not reach the stream
-//! that took its slot (SPEC §4.4).
+//! that took its slot (guarantee 4 of the crate docs).
 //!
-//! A stream closed gracefully stays here until its writer has flushed, which
-//! a client that never reads never lets happen. Such streams do not count
-//! against `max_streams`; they are kept oldest first so that a newcomer who
-//! needs the room can take the place of the one that has had longest.
+//! A stream that has left its channel may stay here a while: *leaving*
+//! (still addressable, for the application's last words) or *closing*
+//! (flushing what was queued for it). A client that never reads would keep
+//! such a stream here forever without a clock, so they do not count
+//! against `max_streams`, and they are kept oldest first so that a newcomer
+//! who needs the room can take the place of the one that has had longest.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
 use slab::Slab;
 
-use crate::stream::Connection;
+use crate::reader::Reader;
+use crate::writer::Writer;
 use crate::{ChannelId, IdGen, StreamId};
+
+/// One stream as the multiplexer holds it.
+#[derive(Debug)]
+pub(crate) struct StreamEntry<W, R, V> {
+    pub(crate) id: StreamId,
+    pub(crate) channel: ChannelId,
+    pub(crate) state: StreamState<R>,
+    pub(crate) writer: Writer<W, V>,
+    /// The tick at which it last completed a frame (or was admitted).
+    pub(crate) last_read: u64,
+    /// The tick at which its writer last handed values on or finished a
+    /// flush, or became busy.
+    pub(crate) last_written: u64,
+    /// The tick of its entry in the timer wheel; 0 for none.
+    pub(crate) timer_at: u64,
+}
+
+/// Where a stream is in its life.
+#[derive(Debug)]
+pub(crate) enum StreamState<R> {
+    /// Read and addressable.
+    Open(Reader<R>),
+    /// Its channel was told it left (its reader ended, or it was idle too
+    /// long), but the application can still send it a last word and close
+    /// it; with a clock, it closes by itself once the write timeout has
+    /// passed since `since`.
+    Leaving { since: u64 },
+    /// Flushing what was queued for it, then closing; no longer
+    /// addressable.
+    Closing,
+}
+
+impl<W, R, V> StreamEntry<W, R, V> {
+    /// Whether it is read, and counts against `max_streams`.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(self.state, StreamState::Open(_))
+    }
+
+    /// Whether the application can still send to it.
+    pub(crate) fn is_addressable(&self) -> bool {
+        !matches!(self.state, StreamState::Closing)
+    }
+}
 
 /// The streams of one `Run`.
 #[derive(Debug)]
 pub(crate) struct Registry<W, R, V> {
-    slab: Slab<Connection<W, R, V>>,
+    slab: Slab<StreamEntry<W, R, V>>,
     keys: HashMap<StreamId, usize, BuildHasherDefault<IdHasher>>,
-    /// Streams marked closing, oldest first. Entries for streams that have
-    /// left since are skipped when met, and pruned once they outnumber the
-    /// live ones, so this holds O(`closing`) entries.
-    closing_order: VecDeque<(usize, StreamId)>,
-    /// Streams in the slab that are closing.
-    closing: usize,
+    /// Streams that left their open state, oldest first. Entries for streams
+    /// that have gone since are skipped when met, and pruned once they
+    /// outnumber the live ones, so this holds O(`not_open`) entries.
+    left_order: VecDeque<(usize, StreamId)>,
+    /// Streams in the slab that are not open.
+    not_open: usize,
 }
 
 impl<W, R, V> Registry<W, R, V> {
@@ -36,19 +82,19 @@ impl<W, R, V> Registry<W, R, V> {
         Self {
             slab: Slab::new(),
             keys: HashMap::default(),
-            closing_order: VecDeque::new(),
-            closing: 0,
+            left_order: VecDeque::new(),
+            not_open: 0,
         }
     }
 
-    /// Streams held, including those still flushing before they close.
+    /// Streams held, including those leaving or closing.
     pub(crate) fn len(&self) -> usize {
         self.slab.len()
     }
 
-    /// Streams the application can still address: what `max_streams` limits.
+    /// Open streams: what `max_streams` limits.
     pub(crate) fn open_len(&self) -> usize {
-        self.slab.len() - self.closing
+        self.slab.len() - self.not_open
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -71,82 +117,102 @@ impl<W, R, V> Registry<W, R, V> {
         self.slab.vacant_key()
     }
 
-    pub(crate) fn insert(&mut self, connection: Connection<W, R, V>) -> usize {
-        let id = connection.id;
-        let key = self.slab.insert(connection);
+    /// Adds an open stream.
+    pub(crate) fn insert(&mut self, entry: StreamEntry<W, R, V>) -> usize {
+        debug_assert!(entry.is_open());
+        let id = entry.id;
+        let key = self.slab.insert(entry);
         self.keys.insert(id, key);
         key
     }
 
-    /// The key of the stream with this id, if it is open (not closing).
-    pub(crate) fn open_key(&self, id: StreamId) -> Option<usize> {
+    /// The key of the stream with this id, if the application can still
+    /// send to it.
+    pub(crate) fn addressable_key(&self, id: StreamId) -> Option<usize> {
         let key = *self.keys.get(&id)?;
-        self.slab[key].is_open().then_some(key)
+        self.slab[key].is_addressable().then_some(key)
     }
 
-    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut Connection<W, R, V>> {
+    pub(crate) fn get(&self, key: usize) -> Option<&StreamEntry<W, R, V>> {
+        self.slab.get(key)
+    }
+
+    pub(crate) fn get_mut(&mut self, key: usize) -> Option<&mut StreamEntry<W, R, V>> {
         self.slab.get_mut(key)
     }
 
-    /// Records that the stream at `key` has just stopped being open (its
-    /// reader was taken) and is flushing before it closes.
-    pub(crate) fn mark_closing(&mut self, key: usize) {
-        let Some(connection) = self.slab.get(key) else {
-            return;
-        };
-        debug_assert!(!connection.is_open());
-        self.closing += 1;
-        self.closing_order.push_back((key, connection.id));
-        if self.closing_order.len() > 2 * self.closing + 16 {
-            let slab = &self.slab;
-            self.closing_order
-                .retain(|&(key, id)| Self::is_closing(slab, key, id));
+    /// Moves a stream to `state`, keeping the count of open streams and the
+    /// order in which they left. Returns the state it had.
+    pub(crate) fn set_state(
+        &mut self,
+        key: usize,
+        state: StreamState<R>,
+    ) -> Option<StreamState<R>> {
+        let entry = self.slab.get_mut(key)?;
+        let was_open = entry.is_open();
+        debug_assert!(
+            was_open || !matches!(state, StreamState::Open(_)),
+            "a stream that left never opens again"
+        );
+        let old = std::mem::replace(&mut entry.state, state);
+        if was_open && !entry.is_open() {
+            {
+                self.not_open += 1;
+                self.left_order.push_back((key, entry.id));
+                if self.left_order.len() > 2 * self.not_open + 16 {
+                    let slab = &self.slab;
+                    self.left_order
+                        .retain(|&(key, id)| Self::has_left(slab, key, id));
+                }
+            }
         }
+        Some(old)
     }
 
     /// Removes a stream; its id becomes free.
-    pub(crate) fn remove(&mut self, key: usize) -> Option<Connection<W, R, V>> {
-        let connection = self.slab.try_remove(key)?;
-        self.keys.remove(&connection.id);
-        if !connection.is_open() {
-            self.closing -= 1;
+    pub(crate) fn remove(&mut self, key: usize) -> Option<StreamEntry<W, R, V>> {
+        let entry = self.slab.try_remove(key)?;
+        self.keys.remove(&entry.id);
+        if !entry.is_open() {
+            self.not_open -= 1;
         }
-        Some(connection)
+        Some(entry)
     }
 
-    /// Removes the stream that has been closing longest, abandoning what
-    /// its writer had left to flush, if any stream is closing.
-    pub(crate) fn remove_oldest_closing(&mut self) -> Option<Connection<W, R, V>> {
-        while let Some((key, id)) = self.closing_order.pop_front() {
-            if Self::is_closing(&self.slab, key, id) {
-                return self.remove(key);
+    /// The key of the stream that left its open state longest ago and is
+    /// still here, if any.
+    pub(crate) fn oldest_left(&mut self) -> Option<usize> {
+        while let Some(&(key, id)) = self.left_order.front() {
+            if Self::has_left(&self.slab, key, id) {
+                return Some(key);
             }
+            self.left_order.pop_front();
         }
         None
     }
 
-    /// Whether `key` still holds the closing stream `id` (and not a stream
-    /// that took its slot since).
-    fn is_closing(slab: &Slab<Connection<W, R, V>>, key: usize, id: StreamId) -> bool {
-        slab.get(key).is_some_and(|c| c.id == id && !c.is_open())
+    /// Whether `key` still holds the stream `id` (and not a stream that took
+    /// its slot since), no longer open.
+    fn has_left(slab: &Slab<StreamEntry<W, R, V>>, key: usize, id: StreamId) -> bool {
+        slab.get(key).is_some_and(|e| e.id == id && !e.is_open())
     }
 
-    /// Keys of the open streams in `channel` (a scan: used only when a
+    /// Keys of the streams that match `filter` (a scan: used only when a
     /// channel closes or the multiplexer shuts down).
-    pub(crate) fn open_keys(&self, channel: Option<ChannelId>) -> Vec<usize> {
+    pub(crate) fn keys_where(&self, filter: impl Fn(&StreamEntry<W, R, V>) -> bool) -> Vec<usize> {
         self.slab
             .iter()
-            .filter(|(_, c)| c.is_open() && channel.is_none_or(|k| c.channel == k))
+            .filter(|(_, e)| filter(e))
             .map(|(key, _)| key)
             .collect()
     }
 
-    /// Drops every stream, closing the connections.
-    pub(crate) fn clear(&mut self) {
-        self.slab.clear();
+    /// Takes every stream out, for the caller to drop.
+    pub(crate) fn drain(&mut self) -> impl Iterator<Item = StreamEntry<W, R, V>> + '_ {
         self.keys.clear();
-        self.closing_order.clear();
-        self.closing = 0;
+        self.left_order.clear();
+        self.not_open = 0;
+        self.slab.drain()
     }
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use crate::DisconnectReason;
+use crate::{ChannelId, DisconnectReason};
 
 /// A cheap, cloneable, thread-safe handle on a multiplexer's counters.
 ///
@@ -42,6 +42,8 @@ struct Counters {
     channel_change: AtomicU64,
     shutdown: AtomicU64,
     backlog_full: AtomicU64,
+    idle_timeout: AtomicU64,
+    write_timeout: AtomicU64,
     dropped_unknown_id: AtomicU64,
     moves_rejected: AtomicU64,
     closed_with_channel: AtomicU64,
@@ -51,9 +53,9 @@ struct Counters {
 /// The counters at one moment.
 ///
 /// Invariant once the multiplexer is idle:
-/// `accepted == streams_open + disconnects.linkdead + disconnects.shutdown +
-/// disconnects.backlog_full + closed_with_channel + aborted`
-/// (a channel change is a move, not a departure).
+/// `accepted == streams_open + departed()`, where a departure is every
+/// disconnect but a channel change (a move), a stream closed with its
+/// channel, or one dropped by an abort.
 ///
 /// # Examples
 ///
@@ -70,7 +72,9 @@ pub struct StatsSnapshot {
     pub streams_open: u64,
     /// Connections accepted since the start.
     pub accepted: u64,
-    /// Errors yielded by the halves stream (failed accepts).
+    /// Failed accepts: errors yielded by the halves stream, and connections
+    /// turned away because the id generator gave no free id (they never
+    /// became streams, so `accepted` does not count them).
     pub accept_errors: u64,
     /// Values read from streams and delivered to a channel.
     pub frames_in: u64,
@@ -108,7 +112,13 @@ impl StatsSnapshot {
     /// ```
     pub fn departed(&self) -> u64 {
         let d = &self.disconnects;
-        d.linkdead + d.shutdown + d.backlog_full + self.closed_with_channel + self.aborted
+        d.linkdead
+            + d.shutdown
+            + d.backlog_full
+            + d.idle_timeout
+            + d.write_timeout
+            + self.closed_with_channel
+            + self.aborted
     }
 }
 
@@ -134,6 +144,10 @@ pub struct DisconnectCounts {
     pub shutdown: u64,
     /// [`DisconnectReason::BacklogFull`].
     pub backlog_full: u64,
+    /// [`DisconnectReason::IdleTimeout`].
+    pub idle_timeout: u64,
+    /// [`DisconnectReason::WriteTimeout`].
+    pub write_timeout: u64,
 }
 
 impl Stats {
@@ -162,6 +176,8 @@ impl Stats {
                 channel_change: c.channel_change.load(Relaxed),
                 shutdown: c.shutdown.load(Relaxed),
                 backlog_full: c.backlog_full.load(Relaxed),
+                idle_timeout: c.idle_timeout.load(Relaxed),
+                write_timeout: c.write_timeout.load(Relaxed),
             },
             dropped_unknown_id: c.dropped_unknown_id.load(Relaxed),
             moves_rejected: c.moves_rejected.load(Relaxed),
@@ -170,13 +186,29 @@ impl Stats {
         }
     }
 
-    pub(crate) fn stream_opened(&self) {
+    /// A connection became a stream.
+    pub(crate) fn admitted(&self) {
         self.counters.accepted.fetch_add(1, Relaxed);
         self.counters.streams_open.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn stream_closed(&self) {
-        self.counters.streams_open.fetch_sub(1, Relaxed);
+    /// A stream left for good. Every admitted stream departs once, which
+    /// keeps `accepted == streams_open + departed()`.
+    pub(crate) fn departed(&self, departure: Departure) {
+        let c = &self.counters;
+        c.streams_open.fetch_sub(1, Relaxed);
+        let counter = match departure {
+            Departure::Announced(reason) => self.disconnect_counter(reason),
+            Departure::ClosedWithChannel => &c.closed_with_channel,
+            Departure::Aborted => &c.aborted,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// A stream moved to another channel (announced to the old one).
+    pub(crate) fn moved(&self, to: ChannelId) {
+        self.disconnect_counter(DisconnectReason::ChannelChange(to))
+            .fetch_add(1, Relaxed);
     }
 
     pub(crate) fn accept_error(&self) {
@@ -195,17 +227,6 @@ impl Stats {
         }
     }
 
-    pub(crate) fn disconnected(&self, reason: DisconnectReason) {
-        let c = &self.counters;
-        let counter = match reason {
-            DisconnectReason::Linkdead => &c.linkdead,
-            DisconnectReason::ChannelChange(_) => &c.channel_change,
-            DisconnectReason::Shutdown => &c.shutdown,
-            DisconnectReason::BacklogFull => &c.backlog_full,
-        };
-        counter.fetch_add(1, Relaxed);
-    }
-
     pub(crate) fn dropped_unknown_id(&self) {
         self.counters.dropped_unknown_id.fetch_add(1, Relaxed);
     }
@@ -214,11 +235,26 @@ impl Stats {
         self.counters.moves_rejected.fetch_add(1, Relaxed);
     }
 
-    pub(crate) fn aborted(&self) {
-        self.counters.aborted.fetch_add(1, Relaxed);
+    fn disconnect_counter(&self, reason: DisconnectReason) -> &AtomicU64 {
+        let c = &self.counters;
+        match reason {
+            DisconnectReason::Linkdead => &c.linkdead,
+            DisconnectReason::ChannelChange(_) => &c.channel_change,
+            DisconnectReason::Shutdown => &c.shutdown,
+            DisconnectReason::BacklogFull => &c.backlog_full,
+            DisconnectReason::IdleTimeout => &c.idle_timeout,
+            DisconnectReason::WriteTimeout => &c.write_timeout,
+        }
     }
+}
 
-    pub(crate) fn closed_with_channel(&self) {
-        self.counters.closed_with_channel.fetch_add(1, Relaxed);
-    }
+/// How a stream left, for [`Stats::departed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// Its channel was told, with this reason.
+    Announced(DisconnectReason),
+    /// Its channel's sink had closed: there was no one to tell.
+    ClosedWithChannel,
+    /// The multiplexer was aborted.
+    Aborted,
 }

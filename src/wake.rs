@@ -18,23 +18,41 @@ use std::task::{Context, Wake, Waker};
 
 use futures::task::AtomicWaker;
 
-/// Which ready queue of the hub a [`Wakeup`] feeds.
-pub(crate) type QueueIndex = usize;
+/// Which ready queue of the hub a [`Wakeup`] feeds: one per channel, then
+/// the writers' queue.
+type QueueIndex = usize;
 
 /// The ready queues of one `Run`, and the waker of the task polling it.
 #[derive(Debug)]
 pub(crate) struct WakeHub {
     task: AtomicWaker,
+    /// `channels` queues of readers, then one of writers.
     queues: Box<[Mutex<Vec<usize>>]>,
 }
 
 impl WakeHub {
-    /// A hub with `queues` ready queues.
-    pub(crate) fn new(queues: usize) -> Arc<Self> {
+    /// A hub for the readers of `channels` channels and for the writers.
+    pub(crate) fn new(channels: usize) -> Arc<Self> {
         Arc::new(Self {
             task: AtomicWaker::new(),
-            queues: (0..queues).map(|_| Mutex::new(Vec::new())).collect(),
+            queues: (0..=channels).map(|_| Mutex::new(Vec::new())).collect(),
         })
+    }
+
+    fn writers_queue(&self) -> QueueIndex {
+        self.queues.len() - 1
+    }
+
+    /// Appends the keys of the readers of `channel` woken since the last
+    /// call, in wake order.
+    pub(crate) fn drain_readers(&self, channel: usize, into: &mut impl Extend<usize>) {
+        self.drain_into(channel, into);
+    }
+
+    /// Appends the keys of the writers woken since the last call, in wake
+    /// order.
+    pub(crate) fn drain_writers(&self, into: &mut impl Extend<usize>) {
+        self.drain_into(self.writers_queue(), into);
     }
 
     /// Remembers the task to wake when any stream becomes ready.
@@ -42,8 +60,7 @@ impl WakeHub {
         self.task.register(cx.waker());
     }
 
-    /// Appends the keys woken since the last call to `into`, in wake order.
-    pub(crate) fn drain_into(&self, queue: QueueIndex, into: &mut impl Extend<usize>) {
+    fn drain_into(&self, queue: QueueIndex, into: &mut impl Extend<usize>) {
         let mut woken = self.queues[queue]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
@@ -89,9 +106,22 @@ impl Wake for KeyWaker {
 }
 
 impl Wakeup {
-    /// A waker that queues `key` on `queue`. A new reader starts out woken,
-    /// so that it is polled once and registers its interest.
-    pub(crate) fn new(hub: &Arc<WakeHub>, queue: QueueIndex, key: usize, woken: bool) -> Self {
+    /// The waker of the reader at `key`, queueing it on `channel`. It starts
+    /// out woken, so that the reader is polled once and registers its
+    /// interest.
+    pub(crate) fn reader(hub: &Arc<WakeHub>, channel: usize, key: usize) -> Self {
+        let wakeup = Self::new(hub, channel, key);
+        wakeup.wake();
+        wakeup
+    }
+
+    /// The waker of the writer at `key`. It starts out idle: a writer is
+    /// queued when values are queued to it.
+    pub(crate) fn writer(hub: &Arc<WakeHub>, key: usize) -> Self {
+        Self::new(hub, hub.writers_queue(), key)
+    }
+
+    fn new(hub: &Arc<WakeHub>, queue: QueueIndex, key: usize) -> Self {
         let flag = Arc::new(KeyWaker {
             hub: Arc::clone(hub),
             queue,
@@ -99,9 +129,6 @@ impl Wakeup {
             queued: AtomicBool::new(false),
         });
         let waker = Waker::from(Arc::clone(&flag));
-        if woken {
-            waker.wake_by_ref();
-        }
         Self { flag, waker }
     }
 

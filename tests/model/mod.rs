@@ -488,6 +488,8 @@ struct Expect {
     linkdead: u64,
     shutdown: u64,
     backlog_full: u64,
+    idle_timeout: u64,
+    write_timeout: u64,
     dropped_unknown_id: u64,
     channel_change: Bounds,
     moves_rejected: Bounds,
@@ -1157,7 +1159,9 @@ impl Harness {
                 Left::Announced(DisconnectReason::Linkdead) => self.expect.linkdead += 1,
                 Left::Announced(DisconnectReason::Shutdown) => self.expect.shutdown += 1,
                 Left::Announced(DisconnectReason::BacklogFull) => self.expect.backlog_full += 1,
-                Left::Announced(DisconnectReason::ChannelChange(_)) => {}
+                Left::Announced(DisconnectReason::IdleTimeout) => self.expect.idle_timeout += 1,
+                Left::Announced(DisconnectReason::WriteTimeout) => self.expect.write_timeout += 1,
+                Left::Announced(_) => {}
                 Left::ClosedWithChannel => self.expect.closed_with_channel.certain(),
                 Left::Aborted => {}
             }
@@ -1374,7 +1378,7 @@ impl Harness {
         // Per stream and channel visit: Connected, messages in order,
         // exactly one Disconnected (SPEC §4.1).
         let mut visits: Vec<Vec<Vec<Visit>>> = vec![vec![Vec::new(); n]; self.clients.len()];
-        let mut announced = [0u64; 4];
+        let mut announced = [0u64; 6];
         let mut messages = 0u64;
         for (k, consumer) in self.consumers.iter().enumerate() {
             for packet in &consumer.trace {
@@ -1528,7 +1532,7 @@ impl Harness {
 
     /// The counters agree with what the consumers and clients saw (SPEC
     /// §4.12).
-    fn check_stats(&self, messages: u64, announced: [u64; 4]) -> Result<(), String> {
+    fn check_stats(&self, messages: u64, announced: [u64; 6]) -> Result<(), String> {
         let s = self.stats.snapshot();
         let e = &self.expect;
         let any_dropped = self
@@ -1579,7 +1583,14 @@ impl Harness {
             format!("{} not in {:?}", d.channel_change, e.channel_change),
         );
         if !any_dropped && graceful {
-            let counted = [d.linkdead, d.channel_change, d.shutdown, d.backlog_full];
+            let counted = [
+                d.linkdead,
+                d.channel_change,
+                d.shutdown,
+                d.backlog_full,
+                d.idle_timeout,
+                d.write_timeout,
+            ];
             expect(
                 "announcements",
                 counted == announced,
@@ -1695,5 +1706,8 @@ fn reason_index(reason: DisconnectReason) -> usize {
         DisconnectReason::ChannelChange(_) => 1,
         DisconnectReason::Shutdown => 2,
         DisconnectReason::BacklogFull => 3,
+        DisconnectReason::IdleTimeout => 4,
+        DisconnectReason::WriteTimeout => 5,
+        other => unreachable!("the model knows no {other:?}"),
     }
 }

@@ -1,51 +1,15 @@
-//! One connection as the multiplexer holds it: its id, its channel, its
-//! reader, and its write side with a bounded backlog.
+//! One stream's write side: its sink, the bounded backlog of values its
+//! socket has not taken yet, and whether it still has to flush or close.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::Poll;
 
-use futures::{Sink, Stream};
+use futures::Sink;
 
 use crate::wake::Wakeup;
-use crate::{ChannelId, StreamId};
 
-/// A connection in the multiplexer's slab.
-#[derive(Debug)]
-pub(crate) struct Connection<W, R, V> {
-    pub(crate) id: StreamId,
-    pub(crate) channel: ChannelId,
-    /// `None` once the stream is closing: it is no longer read and no longer
-    /// addressable, only its queued values are being flushed.
-    pub(crate) reader: Option<Reader<R>>,
-    pub(crate) writer: Writer<W, V>,
-}
-
-impl<W, R, V> Connection<W, R, V> {
-    /// Whether the application can still address this stream.
-    pub(crate) fn is_open(&self) -> bool {
-        self.reader.is_some()
-    }
-}
-
-/// The read side of a connection and the waker that queues it on its
-/// channel.
-#[derive(Debug)]
-pub(crate) struct Reader<R> {
-    pub(crate) stream: R,
-    pub(crate) wakeup: Wakeup,
-}
-
-impl<R: Stream + Unpin> Reader<R> {
-    /// Polls the reader once, with its own waker.
-    pub(crate) fn poll_next(&mut self) -> Poll<Option<R::Item>> {
-        let mut cx = self.wakeup.begin_poll();
-        Pin::new(&mut self.stream).poll_next(&mut cx)
-    }
-}
-
-/// The write side of a connection: the sink, the values queued for it, and
-/// whether it still has to be flushed or closed.
+/// The write side of a connection.
 #[derive(Debug)]
 pub(crate) struct Writer<W, V> {
     sink: W,
@@ -55,22 +19,43 @@ pub(crate) struct Writer<W, V> {
     closing: bool,
 }
 
-/// What one turn of [`Writer::pump`] achieved.
-#[derive(Debug, PartialEq, Eq)]
+/// Whether a pump flushes the sink after handing it the backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Flush now.
+    Now,
+    /// Hand the values over but leave them in the sink's buffer: more are
+    /// coming, and they will leave together.
+    Later,
+}
+
+/// What one turn of [`Writer::pump`] left the writer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum WriteOutcome {
-    /// Everything queued was written and flushed, or the sink is busy and
-    /// its waker will queue this writer again.
-    Waiting,
+    /// Everything queued was written and flushed: nothing to do until more
+    /// values come.
+    Idle,
+    /// The sink takes nothing more for now; its waker queues this writer
+    /// again when it does.
+    Blocked,
     /// The per-turn limit was reached with values still queued; the writer
     /// has queued itself again.
     Yielded,
     /// Everything queued was handed to the sink, which was not flushed
-    /// because the caller deferred flushing; pump it again to flush.
+    /// ([`Flush::Later`]); pump it again to flush.
     Unflushed,
     /// A closing writer finished flushing and closed its sink.
     Closed,
     /// The sink failed: the connection is dead.
     Failed,
+}
+
+/// What one turn of [`Writer::pump`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pumped {
+    /// Values that left the backlog for the sink.
+    pub(crate) written: usize,
+    pub(crate) outcome: WriteOutcome,
 }
 
 /// The most values one writer hands to its sink in one turn, so that one
@@ -104,6 +89,12 @@ impl<W, V> Writer<W, V> {
         self.backlog.len()
     }
 
+    /// Whether anything waits to be written, flushed or closed: the time
+    /// the socket takes for it is what the write timeout limits.
+    pub(crate) fn is_busy(&self) -> bool {
+        !self.backlog.is_empty() || self.unflushed || self.closing
+    }
+
     /// Queues values. Returns whether the writer was idle, in which case
     /// the caller must schedule it: a writer with values queued is always
     /// either scheduled already or waiting for its sink's wake-up.
@@ -115,7 +106,7 @@ impl<W, V> Writer<W, V> {
         let was_idle = self.backlog.is_empty();
         if let [value] = values {
             // The usual message, one value: pushed without `extend`'s
-            // reserve-and-iterate (2–16 % of broadcast at 100 clients).
+            // reserve-and-iterate, which showed in broadcast profiles.
             self.backlog.push_back(value.clone());
         } else {
             self.backlog.extend(values.iter().cloned());
@@ -129,49 +120,55 @@ impl<W, V> Writer<W, V> {
         self.wakeup.wake();
     }
 
-    /// Hands queued values to the sink, flushes it if `flush` (or if it is
-    /// closing), and closes it if asked to. Returns how many values left the
-    /// backlog, and the outcome.
-    pub(crate) fn pump(&mut self, flush: bool) -> (usize, WriteOutcome)
+    /// Hands queued values to the sink, flushes it (always, once closing),
+    /// and closes it if asked to.
+    pub(crate) fn pump(&mut self, flush: Flush) -> Pumped
+    where
+        W: Sink<V> + Unpin,
+    {
+        let mut written = 0;
+        let outcome = self.pump_counting(flush, &mut written);
+        Pumped { written, outcome }
+    }
+
+    fn pump_counting(&mut self, flush: Flush, written: &mut usize) -> WriteOutcome
     where
         W: Sink<V> + Unpin,
     {
         let mut cx = self.wakeup.begin_poll();
         let mut sink = Pin::new(&mut self.sink);
-        let mut written = 0;
         while !self.backlog.is_empty() {
-            if written == VALUES_PER_TURN {
+            if *written == VALUES_PER_TURN {
                 self.wakeup.wake();
-                return (written, WriteOutcome::Yielded);
+                return WriteOutcome::Yielded;
             }
             match sink.as_mut().poll_ready(&mut cx) {
                 Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return (written, WriteOutcome::Failed),
-                // The sink will wake this writer when it has room.
-                Poll::Pending => return (written, WriteOutcome::Waiting),
+                Poll::Ready(Err(_)) => return WriteOutcome::Failed,
+                Poll::Pending => return WriteOutcome::Blocked,
             }
             let Some(value) = self.backlog.pop_front() else {
                 break;
             };
             if sink.as_mut().start_send(value).is_err() {
-                return (written, WriteOutcome::Failed);
+                return WriteOutcome::Failed;
             }
-            written += 1;
+            *written += 1;
             self.unflushed = true;
         }
-        if self.unflushed && !flush && !self.closing {
-            return (written, WriteOutcome::Unflushed);
+        if self.unflushed && flush == Flush::Later && !self.closing {
+            return WriteOutcome::Unflushed;
         }
         if self.unflushed {
             match sink.as_mut().poll_flush(&mut cx) {
                 Poll::Ready(Ok(())) => self.unflushed = false,
-                Poll::Ready(Err(_)) => return (written, WriteOutcome::Failed),
-                Poll::Pending => return (written, WriteOutcome::Waiting),
+                Poll::Ready(Err(_)) => return WriteOutcome::Failed,
+                Poll::Pending => return WriteOutcome::Blocked,
             }
         }
         if self.backlog.capacity() > SHRINK_BACKLOG_ABOVE {
             // Everything queued has been written out: the burst is over, so
-            // give its memory back (SPEC §5, memory per idle connection).
+            // give its memory back (an idle connection holds no buffers).
             // Not sooner: while flushes wait for more values (the
             // application outrunning `Run`), the backlog empties on every
             // poll and would be regrown, reallocation after reallocation.
@@ -179,12 +176,12 @@ impl<W, V> Writer<W, V> {
         }
         if self.closing {
             return match sink.poll_close(&mut cx) {
-                Poll::Ready(Ok(())) => (written, WriteOutcome::Closed),
-                Poll::Ready(Err(_)) => (written, WriteOutcome::Failed),
-                Poll::Pending => (written, WriteOutcome::Waiting),
+                Poll::Ready(Ok(())) => WriteOutcome::Closed,
+                Poll::Ready(Err(_)) => WriteOutcome::Failed,
+                Poll::Pending => WriteOutcome::Blocked,
             };
         }
-        (written, WriteOutcome::Waiting)
+        WriteOutcome::Idle
     }
 }
 
@@ -195,31 +192,42 @@ mod tests {
 
     fn writer() -> Writer<futures::sink::Drain<u32>, u32> {
         let hub = WakeHub::new(1);
-        Writer::new(futures::sink::drain(), Wakeup::new(&hub, 0, 0, false))
+        Writer::new(futures::sink::drain(), Wakeup::writer(&hub, 0))
     }
 
-    /// Memory per idle connection (SPEC §5): a backlog that grew in a burst
+    /// An idle connection holds no buffers: a backlog that grew in a burst
     /// is given back once everything queued has been written and flushed,
     /// and not before: while flushes are held back for more values, the
     /// backlog empties on every poll, and shrinking it then meant growing
-    /// it again on the next, reallocation after reallocation (broadcast to
-    /// 100 clients went 17–20 % faster without it).
+    /// it again on the next, reallocation after reallocation.
     #[test]
     fn a_backlog_keeps_its_slots_until_the_burst_is_flushed_then_gives_them_back() {
         let mut writer = writer();
         for _ in 0..2 {
             let values: Vec<u32> = (0..200).collect();
             let _ = writer.enqueue(&values);
-            let (written, outcome) = writer.pump(false);
-            assert_eq!((written, outcome), (200, WriteOutcome::Unflushed));
+            let pumped = writer.pump(Flush::Later);
+            assert_eq!(
+                pumped,
+                Pumped {
+                    written: 200,
+                    outcome: WriteOutcome::Unflushed
+                }
+            );
             assert!(
                 writer.backlog.capacity() >= 200,
                 "the slots stay for the next values while the flush waits"
             );
         }
 
-        let (written, outcome) = writer.pump(true);
-        assert_eq!((written, outcome), (0, WriteOutcome::Waiting));
+        let pumped = writer.pump(Flush::Now);
+        assert_eq!(
+            pumped,
+            Pumped {
+                written: 0,
+                outcome: WriteOutcome::Idle
+            }
+        );
         assert!(
             writer.backlog.capacity() <= SHRINK_BACKLOG_ABOVE,
             "flushed and idle, the backlog holds {} slots",
