@@ -72,6 +72,19 @@ pub trait IntoHalves {
     type Write: AsyncWrite + Unpin;
 
     /// Splits the connection into its read and write halves.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::{executor::block_on, io::Cursor, AsyncReadExt};
+    /// use stream_multiplexer::IntoHalves;
+    ///
+    /// let (mut read, _write) = Cursor::new(b"ping".to_vec()).into_halves();
+    /// let mut text = String::new();
+    /// block_on(read.read_to_string(&mut text))?;
+    /// assert_eq!(text, "ping");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     fn into_halves(self) -> (Self::Read, Self::Write);
 }
 

@@ -156,22 +156,71 @@
 //!
 //! # Guarantees
 //!
-//! * For every visit of a stream to a channel, the consumer sees
-//!   [`StreamConnected`](IncomingPacket::StreamConnected), then the stream's
-//!   messages in the order they were read, then exactly one
-//!   [`StreamDisconnected`](IncomingPacket::StreamDisconnected) with its
-//!   [`DisconnectReason`] — also across moves between channels.
-//! * Outgoing packets take effect in the order they are sent: a `Message`
-//!   followed by a `Shutdown` delivers the message, then closes (to a
-//!   client that reads; at [`max_streams`](MultiplexerBuilder::max_streams)
-//!   a newcomer may cut that last flush short).
-//! * Nothing from the network ends [`Run`] or makes it panic; what is not
-//!   delivered is counted in [`Stats`].
-//! * Memory is bounded: each stream's outgoing backlog holds at most
-//!   `sender_buffer_size` values, its write buffer 16 KiB (by default),
-//!   frames are capped by the codec's maximum length, and idle connections
-//!   hold no buffers. (What the kernel buffers for a socket is the kernel's:
-//!   see RELIABILITY.md.)
+//! Numbered, so that the rest of these docs can cite them ("guarantee 6").
+//!
+//! 1. **Order per visit.** For every visit of a stream to a channel, the
+//!    consumer sees [`StreamConnected`], then the stream's messages in the
+//!    order they were read, then exactly one [`StreamDisconnected`]: nothing
+//!    before the first or after the last, nothing lost or repeated.
+//! 2. **Channel moves.** [`ChangeChannel`] loses and duplicates nothing, even
+//!    mid-burst or under backpressure: guarantee 1 holds in both channels. A
+//!    move to the stream's own channel changes nothing; a move to a channel
+//!    that does not exist leaves the stream where it is and is counted.
+//! 3. **Outgoing packets in order.** Packets take effect in the order the
+//!    outgoing stream yields them: [`Message`] then [`Shutdown`] delivers the
+//!    message, then closes the connection (unless guarantee 10 evicts it).
+//! 4. **Departed ids.** A packet for an id that is gone is dropped and
+//!    counted. No new stream gets an id while an older stream holding it is
+//!    alive, so a late packet never reaches another stream.
+//! 5. **Backpressure per channel.** While channel *k*'s sink is not ready, no
+//!    reader of channel *k* is polled, and other channels go on. Its
+//!    announcements wait in order; none is ever dropped.
+//! 6. **Slow clients.** Each stream's backlog holds `sender_buffer_size`
+//!    values. Only a client whose socket refuses bytes *and* whose backlog is
+//!    full is disconnected ([`BacklogFull`]); a burst to a client whose
+//!    socket has room is written out. Under the default [`BacklogPolicy`], a
+//!    slow client never blocks the outgoing stream.
+//! 7. **Bounded work per poll.** One poll of [`Run`] does a bounded amount of
+//!    work, then wakes itself and returns `Pending`. Within a channel, a
+//!    chatty stream cannot starve a quiet one.
+//! 8. **Failures stay local.** A failed accept is counted; serving goes on. A
+//!    stream whose reader ends or errors delivers what it read, then leaves
+//!    with [`Linkdead`], as does one whose write fails. A channel sink that
+//!    closes or fails closes its streams (counted); other channels go on.
+//! 9. **Codec bounds.** The [`codec`]s check a frame's length against their
+//!    maximum before buffering it (for [`LengthDelimitedCodec`], 8 MiB by
+//!    default). A frame too long for the length field is an encode error,
+//!    never a silent truncation.
+//! 10. **Stream limit.** At [`max_streams`], `Run` stops accepting until a
+//!     stream leaves. A stream closed by `Shutdown` no longer counts while it
+//!     flushes; a newcomer over the limit evicts the one flushing longest.
+//! 11. **Shutdown and abort.** [`ControlMessage::Shutdown`] (or the end of
+//!     the control stream) stops accepting and reading, flushes what is
+//!     queued, closes every connection and resolves `Ok(())`.
+//!     [`ControlMessage::Abort`] closes them and resolves at once, unflushed.
+//! 12. **Everything is counted.** Nothing from the network ends `Run` or
+//!     makes it panic. Whatever is not delivered is counted in the [`Stats`]
+//!     of [`Multiplexer::stats`]: see [`StatsSnapshot`] for what.
+//! 13. **Memory bounds.** Per stream: a backlog of `sender_buffer_size`
+//!     values, a 16 KiB write buffer (by default), a read buffer bounded by
+//!     the codec's maximum frame; idle connections hold no buffers. The
+//!     kernel's socket buffers are outside (see RELIABILITY.md in the repository).
+//! 14. **Time limits (with a [`Clock`]).** With a clock given to the builder,
+//!     a stream that completes no frame for the idle timeout is closed with
+//!     `DisconnectReason::IdleTimeout`; one whose socket takes no bytes for
+//!     the write timeout while values wait, with `DisconnectReason::WriteTimeout`.
+//!     The write timeout bounds every flush: after `Shutdown`, after the
+//!     client half-closed, at graceful shutdown. With no clock, nothing changes.
+//!
+//! [`StreamConnected`]: IncomingPacket::StreamConnected
+//! [`StreamDisconnected`]: IncomingPacket::StreamDisconnected
+//! [`ChangeChannel`]: OutgoingPacket::ChangeChannel
+//! [`Message`]: OutgoingPacket::Message
+//! [`Shutdown`]: OutgoingPacket::Shutdown
+//! [`BacklogFull`]: DisconnectReason::BacklogFull
+//! [`Linkdead`]: DisconnectReason::Linkdead
+//! [`LengthDelimitedCodec`]: codec::LengthDelimitedCodec
+//! [`max_streams`]: MultiplexerBuilder::max_streams
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -203,9 +252,11 @@ pub use error::MultiplexerError;
 pub use halves::{HalvesStream, HalvesStreamBuilder, IntoHalves, Locked};
 pub use id_gen::{IdGen, IncrementIdGen};
 pub use multiplexer::{Multiplexer, MultiplexerBuilder};
+#[allow(deprecated)]
+pub use packet::Iter;
 pub use packet::{
-    ChannelId, ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, Iter,
-    OutgoingMessage, OutgoingPacket, StreamId,
+    ChannelId, ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, OutgoingMessage,
+    OutgoingPacket, PacketItems, StreamId,
 };
 pub use run::Run;
 pub use stats::{DisconnectCounts, Stats, StatsSnapshot};

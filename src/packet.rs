@@ -4,11 +4,35 @@
 /// Identifies one connection for as long as it is open.
 ///
 /// Ids come from an [`IdGen`](crate::IdGen); the multiplexer never gives a new
-/// connection the id of one that is still alive.
+/// connection the id of one that is still alive (guarantee 4 in the [crate
+/// docs](crate#guarantees)).
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::{IncomingPacket, OutgoingMessage, StreamId};
+///
+/// // The id announced by StreamConnected addresses that connection.
+/// let connected = IncomingPacket::<()>::StreamConnected(7);
+/// let id: StreamId = connected.id();
+/// let reply = OutgoingMessage::new([id], ["welcome"]);
+/// assert_eq!(reply.stream_ids().copied().collect::<Vec<_>>(), [7]);
+/// ```
 pub type StreamId = usize;
 
 /// Identifies a channel: an index into the `Vec` of channel sinks given to
 /// [`Multiplexer::new`](crate::Multiplexer::new).
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::{ChannelId, OutgoingPacket};
+///
+/// // With channels `vec![lobby, players]`, the players are channel 1.
+/// const PLAYERS: ChannelId = 1;
+/// let promote = OutgoingPacket::<()>::ChangeChannel(vec![7], PLAYERS);
+/// assert!(matches!(promote, OutgoingPacket::ChangeChannel(_, 1)));
+/// ```
 pub type ChannelId = usize;
 
 /// What a channel's consumer receives.
@@ -16,7 +40,8 @@ pub type ChannelId = usize;
 /// For every visit of a stream to a channel the consumer sees
 /// [`StreamConnected`](IncomingPacket::StreamConnected), then the stream's
 /// messages in the order they were read, then exactly one
-/// [`StreamDisconnected`](IncomingPacket::StreamDisconnected).
+/// [`StreamDisconnected`](IncomingPacket::StreamDisconnected) (guarantee 1
+/// in the [crate docs](crate#guarantees)).
 ///
 /// # Examples
 ///
@@ -133,8 +158,10 @@ pub enum DisconnectReason {
     /// The application closed it with [`OutgoingPacket::Shutdown`], or the
     /// multiplexer is shutting down.
     Shutdown,
-    /// The stream did not read fast enough: a value sent to it would have
-    /// exceeded its outgoing backlog, so it was disconnected.
+    /// The client did not read fast enough: a value sent to it would have
+    /// exceeded its outgoing backlog (the values its socket has not taken
+    /// yet), so it was disconnected (guarantee 6 in the [crate
+    /// docs](crate#guarantees)).
     BacklogFull,
     /// The stream completed no frame for the idle timeout (see
     /// [`MultiplexerBuilder::idle_timeout`](crate::MultiplexerBuilder::idle_timeout)):
@@ -149,7 +176,8 @@ pub enum DisconnectReason {
 
 /// What the application asks of the multiplexer.
 ///
-/// Packets take effect in the order the outgoing stream yields them.
+/// Packets take effect in the order the outgoing stream yields them
+/// (guarantee 3 in the [crate docs](crate#guarantees)).
 ///
 /// # Examples
 ///
@@ -184,11 +212,11 @@ impl<V> OutgoingPacket<V> {
     /// let packet = OutgoingPacket::<()>::ChangeChannel(vec![4, 5], 1);
     /// assert_eq!(packet.stream_ids().len(), 2);
     /// ```
-    pub fn stream_ids(&self) -> Iter<'_, StreamId> {
+    pub fn stream_ids(&self) -> PacketItems<'_, StreamId> {
         match self {
-            OutgoingPacket::Message(message) => Iter(message.ids.iter()),
+            OutgoingPacket::Message(message) => PacketItems(message.ids.iter()),
             OutgoingPacket::ChangeChannel(ids, _) | OutgoingPacket::Shutdown(ids) => {
-                Iter(ids.iter())
+                PacketItems(ids.iter())
             }
         }
     }
@@ -204,9 +232,9 @@ impl<V> OutgoingPacket<V> {
     /// let packet = OutgoingPacket::Message(OutgoingMessage::new([9], [1, 2, 3]));
     /// assert_eq!(packet.values().unwrap().sum::<i32>(), 6);
     /// ```
-    pub fn values(&self) -> Option<Iter<'_, V>> {
+    pub fn values(&self) -> Option<PacketItems<'_, V>> {
         match self {
-            OutgoingPacket::Message(message) => Some(Iter(message.values.iter())),
+            OutgoingPacket::Message(message) => Some(PacketItems(message.values.iter())),
             _ => None,
         }
     }
@@ -264,8 +292,8 @@ impl<V> OutgoingMessage<V> {
     /// let message = OutgoingMessage::new([3, 1], [()]);
     /// assert_eq!(message.stream_ids().copied().collect::<Vec<_>>(), [3, 1]);
     /// ```
-    pub fn stream_ids(&self) -> Iter<'_, StreamId> {
-        Iter(self.ids.iter())
+    pub fn stream_ids(&self) -> PacketItems<'_, StreamId> {
+        PacketItems(self.ids.iter())
     }
 
     /// The values, in the order they will be sent.
@@ -278,27 +306,36 @@ impl<V> OutgoingMessage<V> {
     /// let message = OutgoingMessage::new([3], ["x"]);
     /// assert_eq!(message.values().next(), Some(&"x"));
     /// ```
-    pub fn values(&self) -> Iter<'_, V> {
-        Iter(self.values.iter())
+    pub fn values(&self) -> PacketItems<'_, V> {
+        PacketItems(self.values.iter())
     }
 }
 
-/// An iterator over the stream ids or values of an outgoing packet.
+/// The ids or values of an outgoing packet: an iterator over references to
+/// them, in order.
+///
+/// Returned by [`OutgoingPacket::stream_ids`], [`OutgoingPacket::values`],
+/// [`OutgoingMessage::stream_ids`] and [`OutgoingMessage::values`]. It knows
+/// its length and can be walked from either end.
 ///
 /// # Examples
 ///
 /// ```
-/// use stream_multiplexer::OutgoingPacket;
+/// use stream_multiplexer::{OutgoingMessage, OutgoingPacket, PacketItems};
 ///
 /// let packet = OutgoingPacket::<()>::Shutdown(vec![1, 2, 3]);
-/// let mut ids = packet.stream_ids();
+/// let mut ids: PacketItems<'_, usize> = packet.stream_ids();
 /// assert_eq!(ids.next(), Some(&1));
-/// assert_eq!(ids.len(), 2);
+/// assert_eq!(ids.next_back(), Some(&3));
+/// assert_eq!(ids.len(), 1);
+///
+/// let message = OutgoingMessage::new([7], ["a", "b"]);
+/// assert_eq!(message.values().rev().collect::<Vec<_>>(), [&"b", &"a"]);
 /// ```
 #[derive(Debug, Clone)]
-pub struct Iter<'a, T>(std::slice::Iter<'a, T>);
+pub struct PacketItems<'a, T>(std::slice::Iter<'a, T>);
 
-impl<'a, T> Iterator for Iter<'a, T> {
+impl<'a, T> Iterator for PacketItems<'a, T> {
     type Item = &'a T;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -310,13 +347,31 @@ impl<'a, T> Iterator for Iter<'a, T> {
     }
 }
 
-impl<T> ExactSizeIterator for Iter<'_, T> {}
+impl<T> ExactSizeIterator for PacketItems<'_, T> {}
 
-impl<T> DoubleEndedIterator for Iter<'_, T> {
+impl<T> DoubleEndedIterator for PacketItems<'_, T> {
     fn next_back(&mut self) -> Option<Self::Item> {
         self.0.next_back()
     }
 }
+
+impl<T> std::iter::FusedIterator for PacketItems<'_, T> {}
+
+/// The old name of [`PacketItems`], kept so that code written for earlier
+/// versions still compiles.
+///
+/// # Examples
+///
+/// ```
+/// #![allow(deprecated)]
+/// use stream_multiplexer::{Iter, OutgoingPacket};
+///
+/// let packet = OutgoingPacket::<()>::Shutdown(vec![1]);
+/// let ids: Iter<'_, usize> = packet.stream_ids();
+/// assert_eq!(ids.len(), 1);
+/// ```
+#[deprecated(since = "0.17.0", note = "renamed to `PacketItems`")]
+pub type Iter<'a, T> = PacketItems<'a, T>;
 
 /// Stops the whole multiplexer; sent on the control stream given to
 /// [`Multiplexer::run`](crate::Multiplexer::run).

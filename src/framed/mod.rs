@@ -15,8 +15,8 @@
 //! spin or grow. `asynchronous-codec`'s `FramedRead`:
 //!
 //! - allocates an 8 KiB buffer per connection up front and keeps it for the
-//!   life of the connection, idle or not; the goal here is at most 2 KiB per
-//!   idle connection, all included;
+//!   life of the connection, idle or not (an idle connection here holds
+//!   none);
 //! - reads into a buffer on the stack and copies every read into that
 //!   buffer, so each byte is copied once more than needed;
 //! - keeps decoding after a decode error, so a reader that is polled again
@@ -33,16 +33,18 @@
 //! # Performance notes
 //!
 //! Without `unsafe`, bytes cannot be read into a buffer's uninitialised
-//! spare capacity, so each read first zero-fills the bytes it asks for.
-//! Measured on the development machine, zero-filling 8 KiB (and splitting a
-//! frame off) costs about 240 ns, a good part of a loopback `read` system
-//! call when the read returns one small frame; 512 bytes cost about 50 ns.
+//! spare capacity, so each read first zero-fills the bytes it asks for, and
+//! the cost of that grows with the size asked, not with what arrives. When a
+//! read returns one small frame, zero-filling a large chunk is a sizeable
+//! part of the whole read; a small chunk costs next to nothing.
 //! So [`FramedRead`] adapts the size of each read: it starts at 512 bytes,
 //! doubles while reads come back full, up to the [read chunk
 //! size](FramedRead::set_read_chunk_size) (8 KiB by default), and halves
 //! when they come back three-quarters empty. A client that sends a lot is
 //! read in large chunks, one that sends a frame now and then in small ones,
 //! and the buffer allocated when a quiet connection wakes up is small.
+//! (What the read path achieves with these defaults is in BENCHMARKS.md in
+//! the repository.)
 //!
 //! Splitting frames off the read buffer shares its allocation: a frame
 //! handed to the application keeps the chunk it was read into alive until

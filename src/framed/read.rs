@@ -172,21 +172,60 @@ impl<R, D> FramedRead<R, D> {
         self.read_chunk_size
     }
 
-    /// The capacity of the read buffer, in bytes: 0 when no buffer is held.
+    /// The memory this connection's read side holds now, in bytes: the
+    /// capacity of its read buffer, 0 when it holds none.
     ///
-    /// For diagnostics and tests: it shows that an idle connection holds no
-    /// buffer and that a huge declared frame length reserved nothing.
+    /// This is how a server checks its memory per connection: a wrapper
+    /// around each reader can report it after every poll, to a gauge or a
+    /// limit of the server's own. It is 0 while a connection is idle, and at
+    /// most twice the largest frame the decoder keeps plus one read chunk
+    /// while a frame arrives. Frames already yielded are not counted: each
+    /// keeps its own part of an earlier buffer alive until it is dropped.
     ///
     /// # Examples
     ///
+    /// A reader that reports what it holds after each poll; the multiplexer
+    /// can poll it like any other reader.
+    ///
     /// ```
-    /// use futures::{executor::block_on, io::Cursor, StreamExt};
+    /// use std::pin::Pin;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use std::task::{Context, Poll};
+    ///
+    /// use futures::io::{AsyncRead, Cursor};
+    /// use futures::{executor::block_on, Stream, StreamExt};
     /// use stream_multiplexer::{codec::LinesCodec, framed::FramedRead};
     ///
-    /// let mut lines = FramedRead::new(Cursor::new(b"a\nb\n".to_vec()), LinesCodec::new(80));
-    /// assert_eq!(lines.buffer_capacity(), 0);
-    /// assert_eq!(block_on(lines.next()).unwrap()?, "a");
-    /// assert!(lines.buffer_capacity() > 0); // "b\n" is still buffered
+    /// struct Metered<R> {
+    ///     lines: FramedRead<R, LinesCodec>,
+    ///     held: Arc<AtomicUsize>,
+    /// }
+    ///
+    /// impl<R: AsyncRead + Unpin> Stream for Metered<R> {
+    ///     type Item = std::io::Result<String>;
+    ///
+    ///     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    ///         let item = self.lines.poll_next_unpin(cx);
+    ///         self.held.store(self.lines.buffer_capacity(), Ordering::Relaxed);
+    ///         item
+    ///     }
+    /// }
+    ///
+    /// let held = Arc::new(AtomicUsize::new(0));
+    /// let wire = Cursor::new(b"a\nb\n".to_vec());
+    /// let mut reader = Metered {
+    ///     lines: FramedRead::new(wire, LinesCodec::new(80)),
+    ///     held: Arc::clone(&held),
+    /// };
+    /// block_on(async {
+    ///     assert_eq!(reader.next().await.unwrap()?, "a");
+    ///     assert!(held.load(Ordering::Relaxed) > 0); // "b\n" is still buffered
+    ///     assert_eq!(reader.next().await.unwrap()?, "b");
+    ///     assert!(reader.next().await.is_none());
+    ///     assert_eq!(held.load(Ordering::Relaxed), 0); // ended: nothing held
+    ///     Ok::<(), std::io::Error>(())
+    /// })?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn buffer_capacity(&self) -> usize {
@@ -278,8 +317,8 @@ impl<R, D> FramedRead<R, D> {
     /// Adapts the size of the next read to what the last one returned: a
     /// read that filled its buffer doubles the next one (more is likely
     /// waiting), a read that filled a quarter or less halves it. Each read
-    /// zero-fills the bytes it asks for, so asking for 8 KiB to receive one
-    /// 34-byte frame would cost more than the frame.
+    /// zero-fills the bytes it asks for, so asking for a whole chunk to
+    /// receive one small frame would zero-fill far more than it receives.
     fn adapt_read_size(&mut self, asked: usize, read: usize) {
         if read >= asked {
             self.read_size = asked.saturating_mul(2).min(self.read_chunk_size);
@@ -293,9 +332,9 @@ impl<R, D> FramedRead<R, D> {
     /// or moving the partial frame there is cheap). Otherwise it allocates
     /// anew, at most twice what is needed, and copies the partial frame
     /// over. `BytesMut` left to grow itself would double the whole
-    /// allocation, the bytes already split off its front included, and the
-    /// fuzzer found buffers beyond twice the largest frame plus a read chunk
-    /// that way; this keeps them within it.
+    /// allocation, the bytes already split off its front included, and could
+    /// then exceed the bound [`FramedRead`] promises (twice the largest frame
+    /// plus a read chunk); this keeps it within that bound.
     fn make_room(&mut self, asked: usize) {
         if self.buffer.try_reclaim(asked) {
             return;

@@ -13,8 +13,8 @@ use futures::sink::Sink;
 /// Default high-water mark of 16 KiB: Linux's default socket send buffer
 /// (`net.ipv4.tcp_wmem`), so one write system call fills it, and a bound on
 /// what one slow connection holds before the sink stops accepting frames.
-/// (64 KiB wrote no faster in the broadcast benchmark and doubled the
-/// server's peak memory with 1,000 clients: see BENCHMARKS.md.)
+/// A larger mark wrote no faster in the broadcast benchmark and held more
+/// memory per connection (see BENCHMARKS.md in the repository).
 const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024;
 
 /// A [`Sink`] of frames encoded into an [`AsyncWrite`].
@@ -130,10 +130,16 @@ impl<W, E> FramedWrite<W, E> {
         self.high_water_mark
     }
 
-    /// The capacity of the write buffer, in bytes: 0 when no buffer is held.
+    /// The memory this connection's write side holds now, in bytes: the
+    /// capacity of its write buffer, 0 when it holds none.
     ///
-    /// For diagnostics and tests: it shows that a flushed connection holds no
-    /// buffer.
+    /// With [`FramedRead::buffer_capacity`](crate::framed::FramedRead::buffer_capacity),
+    /// this is how a server checks its memory per connection (a wrapper
+    /// around each sink can report it after every poll). It is 0 once a
+    /// flush has written everything. While a client's socket refuses bytes,
+    /// what waits ([`buffered_len`](Self::buffered_len)) stays below the
+    /// [high-water mark](Self::high_water_mark) plus one encoded frame; this
+    /// is the allocation that holds it.
     ///
     /// # Examples
     ///
