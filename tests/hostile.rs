@@ -22,28 +22,24 @@
 mod tcp;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::io;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::channel::mpsc;
-use futures::executor::block_on;
-use stream_multiplexer::{
-    ControlMessage, DisconnectReason, HalvesStream, IncomingMessage, IncomingPacket,
-    MultiplexerBuilder, MultiplexerError, OutgoingMessage, OutgoingPacket, Stats, StreamId,
-    runtime,
-};
-use tcp::{Packet, SAFETY_TIMEOUT, within_safety_timeout};
+use stream_multiplexer::{DisconnectReason, IncomingMessage, IncomingPacket, StreamId};
+use tcp::client::Client;
+use tcp::framing::Framing;
+use tcp::runtime::Smol;
+use tcp::server::{LOBBY, Server, ServerSetup};
+use tcp::{SAFETY_TIMEOUT, within_safety_timeout};
 
 /// Width of the length field: 4 bytes, wide enough to declare 1 GiB.
 const WIDTH: usize = 4;
 /// The codec's default maximum frame length (SPEC §4.9).
 const MAX_FRAME_LENGTH: u32 = 8 * 1024 * 1024;
-/// Room in the listen backlog for every client a test keeps waiting.
-const LISTEN_BACKLOG: u32 = 1024;
+/// What the clients speak.
+const FRAMING: Framing = Framing::LengthDelimited { width: WIDTH };
 
 // ---------------------------------------------------------------------------
 // The attacks
@@ -57,13 +53,13 @@ fn declared_gibibyte_frame_disconnects_the_client_without_allocating() {
     const ATTACKERS: u64 = 32;
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup::default());
+        let mut server = Server::start(&Smol, setup());
         let (mut good, good_id) = server.connect();
         server.round_trip(&mut good, good_id, "warm-up");
         let before = Memory::now();
 
         for attacker in 0..ATTACKERS {
-            let mut evil = Client::connect(server.address);
+            let mut evil = Client::connect(server.address, server.framing);
             let id = server.connected();
             // 1 GiB declared, then the first 4 KiB of it.
             let mut wire = (1u32 << 30).to_be_bytes().to_vec();
@@ -103,11 +99,11 @@ fn declared_gibibyte_frame_disconnects_the_client_without_allocating() {
 fn byte_at_a_time_client_stalled_mid_frame_delays_nobody() {
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup::default());
+        let mut server = Server::start(&Smol, setup());
         let (mut good, good_id) = server.connect();
         let (mut slow, slow_id) = server.connect();
         let payload: Vec<u8> = (0..=255).collect();
-        let wire = frame(&payload);
+        let wire = FRAMING.encode(&payload);
         let (first, last) = wire.split_at(WIDTH + 100);
 
         // Each byte leaves on its own (TCP_NODELAY), and a round trip of
@@ -143,7 +139,7 @@ fn stalled_clients_declaring_the_maximum_frame_cost_what_they_sent() {
     const STALLED: usize = 200;
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup::default());
+        let mut server = Server::start(&Smol, setup());
         let (mut good, good_id) = server.connect();
         server.round_trip(&mut good, good_id, "warm-up");
         let before = Memory::now();
@@ -189,7 +185,7 @@ fn stalled_clients_declaring_the_maximum_frame_cost_what_they_sent() {
 fn half_closed_clients_are_linkdead_and_others_go_on() {
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup::default());
+        let mut server = Server::start(&Smol, setup());
         let (mut good, good_id) = server.connect();
 
         let (mut polite, id) = server.connect();
@@ -201,7 +197,7 @@ fn half_closed_clients_are_linkdead_and_others_go_on() {
         server.round_trip(&mut good, good_id, "after a half-close");
 
         let (mut abrupt, id) = server.connect();
-        abrupt.write(&frame(b"cut short")[..WIDTH + 3]);
+        abrupt.write(&FRAMING.encode(b"cut short")[..WIDTH + 3]);
         abrupt.shutdown_write();
         assert_eq!(server.error_from(id), io::ErrorKind::UnexpectedEof);
         server.disconnected(id, DisconnectReason::Linkdead);
@@ -227,7 +223,7 @@ fn vanished_clients_do_not_disturb_the_others() {
     const SILENT: usize = 10;
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup::default());
+        let mut server = Server::start(&Smol, setup());
         let (mut good, good_id) = server.connect();
         server.round_trip(&mut good, good_id, "warm-up");
 
@@ -243,7 +239,7 @@ fn vanished_clients_do_not_disturb_the_others() {
         let silent: Vec<(Client, StreamId)> = (0..SILENT)
             .map(|_| {
                 let (mut client, id) = server.connect();
-                client.write(&frame(b"never finished")[..WIDTH + 5]);
+                client.write(&FRAMING.encode(b"never finished")[..WIDTH + 5]);
                 (client, id)
             })
             .collect();
@@ -301,10 +297,13 @@ fn client_that_never_reads_a_flood_is_dropped_and_the_others_get_everything() {
     const END: u32 = u32::MAX;
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup {
-            sender_buffer_size: BACKLOG,
-            ..Setup::default()
-        });
+        let mut server = Server::start(
+            &Smol,
+            ServerSetup {
+                sender_buffer_size: BACKLOG,
+                ..setup()
+            },
+        );
         let (progress_tx, progress) = std_mpsc::channel::<usize>();
         let mut reader_ids = Vec::new();
         let mut readers = Vec::new();
@@ -358,7 +357,7 @@ fn client_that_never_reads_a_flood_is_dropped_and_the_others_get_everything() {
                 before.assert_growth_within("the flood so far", 64, 512);
             }
             if dropped_after.is_none()
-                && let Ok(packet) = server.lobby.try_recv()
+                && let Ok(packet) = server.channels[LOBBY].try_recv()
             {
                 match packet {
                     IncomingPacket::StreamDisconnected(id, DisconnectReason::BacklogFull)
@@ -423,7 +422,7 @@ fn ten_thousand_connects_and_disconnects_leave_nothing_behind() {
     const WARM_UP: usize = 1_000;
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup::default());
+        let mut server = Server::start(&Smol, setup());
         let (mut good, good_id) = server.connect();
         let mut baseline = None;
 
@@ -432,7 +431,7 @@ fn ten_thousand_connects_and_disconnects_leave_nothing_behind() {
                 baseline = Some((Memory::now(), open_fds()));
             }
             let mut clients: Vec<Client> = (0..BATCH)
-                .map(|_| Client::connect(server.address))
+                .map(|_| Client::connect(server.address, server.framing))
                 .collect();
             for (index, client) in (0u32..).zip(&mut clients) {
                 client.send(&index.to_be_bytes());
@@ -489,14 +488,17 @@ fn clients_beyond_max_streams_wait_in_the_backlog_until_others_leave() {
     const MAX: usize = 4;
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup {
-            max_streams: MAX,
-            ..Setup::default()
-        });
+        let mut server = Server::start(
+            &Smol,
+            ServerSetup {
+                max_streams: MAX,
+                ..setup()
+            },
+        );
         let mut admitted: Vec<(Client, StreamId)> = (0..MAX).map(|_| server.connect()).collect();
         let mut waiting: Vec<Option<Client>> = (0..3u8)
             .map(|index| {
-                let mut client = Client::connect(server.address);
+                let mut client = Client::connect(server.address, server.framing);
                 client.send(&[index]);
                 Some(client)
             })
@@ -560,10 +562,13 @@ fn clients_beyond_max_streams_wait_in_the_backlog_until_others_leave() {
 fn closed_client_that_never_reads_gives_its_place_under_max_streams_back() {
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup {
-            max_streams: 2,
-            ..Setup::default()
-        });
+        let mut server = Server::start(
+            &Smol,
+            ServerSetup {
+                max_streams: 2,
+                ..setup()
+            },
+        );
         let (mut good, good_id) = server.connect();
         let (deaf, deaf_id) = server.connect();
         // 16 MiB queued: more than the kernel's socket buffers hold for a
@@ -575,13 +580,13 @@ fn closed_client_that_never_reads_gives_its_place_under_max_streams_back() {
         server.disconnected(deaf_id, DisconnectReason::Shutdown);
         assert_eq!(server.stats.snapshot().streams_open, 1);
 
-        let mut newcomer = Client::connect(server.address);
+        let mut newcomer = Client::connect(server.address, server.framing);
         newcomer.send(b"let me in");
         // Had the newcomer been admitted, its StreamConnected would reach
         // the consumer before this frame, sent after it connected: each
         // poll of `Run` accepts before it reads.
         good.send(b"sent after the newcomer connected");
-        match server.next() {
+        match server.next(LOBBY) {
             IncomingPacket::StreamConnected(id) => {
                 // Frames of different streams have no order between them
                 // (SPEC §4.1 orders each stream's own): either may be first.
@@ -612,13 +617,16 @@ fn hundreds_of_clients_beyond_max_streams_are_all_served_in_turn() {
     const CLIENTS: usize = 256;
     let _one = one_at_a_time();
     within_safety_timeout(|| {
-        let mut server = Server::start(Setup {
-            max_streams: MAX,
-            ..Setup::default()
-        });
+        let mut server = Server::start(
+            &Smol,
+            ServerSetup {
+                max_streams: MAX,
+                ..setup()
+            },
+        );
         let clients: Vec<Client> = (0..CLIENTS as u32)
             .map(|index| {
-                let mut client = Client::connect(server.address);
+                let mut client = Client::connect(server.address, server.framing);
                 client.send(&index.to_be_bytes());
                 client
             })
@@ -633,7 +641,7 @@ fn hundreds_of_clients_beyond_max_streams_are_all_served_in_turn() {
 
         let (mut open, mut served) = (HashSet::new(), 0);
         while served < CLIENTS {
-            match server.next() {
+            match server.next(LOBBY) {
                 IncomingPacket::StreamConnected(id) => {
                     assert!(open.insert(id));
                     assert!(open.len() <= MAX, "{} streams open", open.len());
@@ -664,343 +672,22 @@ fn hundreds_of_clients_beyond_max_streams_are_all_served_in_turn() {
 
 // ---------------------------------------------------------------------------
 // The server side: a multiplexer with one channel (the lobby), served on
-// smol's executor, and the application driving it from the test thread.
+// smol's executor, and the application driving it from the test thread;
+// the clients: blocking sockets, 4-byte length prefixes (`tcp`).
 
-struct Setup {
-    sender_buffer_size: usize,
-    max_streams: usize,
-}
-
-impl Default for Setup {
-    fn default() -> Self {
-        Self {
-            sender_buffer_size: 64,
-            max_streams: usize::MAX,
-        }
+/// The server every attack is made on, before a test's own changes.
+fn setup() -> ServerSetup {
+    ServerSetup {
+        channels: vec![256],
+        sender_buffer_size: 64,
+        max_streams: usize::MAX,
+        width: WIDTH,
     }
-}
-
-struct Server {
-    address: SocketAddr,
-    outgoing: mpsc::UnboundedSender<OutgoingPacket<Bytes>>,
-    control: mpsc::UnboundedSender<ControlMessage>,
-    lobby: mpsc::Receiver<Packet>,
-    stats: Stats,
-    finished: std_mpsc::Receiver<Result<(), MultiplexerError>>,
-}
-
-impl Server {
-    fn start(setup: Setup) -> Self {
-        let listener = runtime::smol::bind(([127, 0, 0, 1], 0).into(), LISTEN_BACKLOG)
-            .expect("bind a listener");
-        let address = listener.local_addr().expect("local address");
-        let halves = HalvesStream::new(runtime::smol::incoming(listener), WIDTH);
-        let (lobby_tx, lobby) = mpsc::channel(256);
-        let (outgoing, outgoing_rx) = mpsc::unbounded();
-        let (control, control_rx) = mpsc::unbounded();
-        let multiplexer = MultiplexerBuilder::new(setup.sender_buffer_size)
-            .max_streams(setup.max_streams)
-            .build(outgoing_rx, vec![lobby_tx]);
-        let stats = multiplexer.stats();
-        let run = multiplexer.run(halves, control_rx);
-        let (done, finished) = std_mpsc::channel();
-        smol::spawn(async move {
-            let _ = done.send(run.await);
-        })
-        .detach();
-        Self {
-            address,
-            outgoing,
-            control,
-            lobby,
-            stats,
-            finished,
-        }
-    }
-
-    /// The next packet on the lobby (blocks the test thread).
-    fn next(&mut self) -> Packet {
-        block_on(self.lobby.next()).expect("the lobby ended")
-    }
-
-    #[track_caller]
-    fn connected(&mut self) -> StreamId {
-        match self.next() {
-            IncomingPacket::StreamConnected(id) => id,
-            other => panic!("expected StreamConnected, got {other:?}"),
-        }
-    }
-
-    #[track_caller]
-    fn message_from(&mut self, id: StreamId) -> Bytes {
-        match self.next() {
-            IncomingPacket::Message(IncomingMessage {
-                stream_id,
-                value: Ok(frame),
-            }) if stream_id == id => frame,
-            other => panic!("expected a frame from {id}, got {other:?}"),
-        }
-    }
-
-    /// One frame from each of `expected`'s streams, in whatever order the
-    /// streams were read.
-    #[track_caller]
-    fn messages_in_any_order(&mut self, expected: &[(StreamId, &[u8])]) {
-        let mut missing: Vec<(StreamId, &[u8])> = expected.to_vec();
-        while !missing.is_empty() {
-            match self.next() {
-                IncomingPacket::Message(IncomingMessage {
-                    stream_id,
-                    value: Ok(frame),
-                }) => {
-                    let position = missing
-                        .iter()
-                        .position(|&(id, value)| id == stream_id && value == frame)
-                        .unwrap_or_else(|| {
-                            panic!("unexpected frame {frame:?} from {stream_id}; waiting for {missing:?}")
-                        });
-                    missing.swap_remove(position);
-                }
-                other => panic!("expected one of {missing:?}, got {other:?}"),
-            }
-        }
-    }
-
-    /// The kind of the error that `id`'s reader yielded.
-    #[track_caller]
-    fn error_from(&mut self, id: StreamId) -> io::ErrorKind {
-        match self.next() {
-            IncomingPacket::Message(IncomingMessage {
-                stream_id,
-                value: Err(error),
-            }) if stream_id == id => error.kind(),
-            other => panic!("expected an error from {id}, got {other:?}"),
-        }
-    }
-
-    #[track_caller]
-    fn disconnected(&mut self, id: StreamId, reason: DisconnectReason) {
-        match self.next() {
-            IncomingPacket::StreamDisconnected(i, r) if i == id && r == reason => {}
-            other => panic!("expected StreamDisconnected({id}, {reason:?}), got {other:?}"),
-        }
-    }
-
-    /// Reads the lobby until every stream of `expected` has departed with
-    /// its reason, and returns the error each one's reader yielded before,
-    /// if any. Any other packet fails.
-    #[track_caller]
-    fn departures(
-        &mut self,
-        mut expected: HashMap<StreamId, DisconnectReason>,
-    ) -> HashMap<StreamId, io::ErrorKind> {
-        let mut errors = HashMap::new();
-        while !expected.is_empty() {
-            match self.next() {
-                IncomingPacket::Message(IncomingMessage {
-                    stream_id,
-                    value: Err(error),
-                }) if expected.contains_key(&stream_id) => {
-                    let earlier = errors.insert(stream_id, error.kind());
-                    assert!(earlier.is_none(), "{stream_id} yielded a second error");
-                }
-                IncomingPacket::StreamDisconnected(id, reason)
-                    if expected.get(&id) == Some(&reason) =>
-                {
-                    expected.remove(&id);
-                }
-                other => panic!("expected departures {expected:?}, got {other:?}"),
-            }
-        }
-        errors
-    }
-
-    /// Reads the announcements of `count` new streams, each followed (not
-    /// necessarily at once) by a frame holding its index as a `u32`, and
-    /// returns their ids by index.
-    #[track_caller]
-    fn announced_by_index(&mut self, count: usize) -> Vec<StreamId> {
-        let mut announced = HashSet::new();
-        let mut ids = vec![None; count];
-        let mut identified = 0;
-        while identified < count {
-            match self.next() {
-                IncomingPacket::StreamConnected(id) => assert!(announced.insert(id)),
-                IncomingPacket::Message(IncomingMessage {
-                    stream_id,
-                    value: Ok(frame),
-                }) => {
-                    assert!(announced.contains(&stream_id), "a frame before its stream");
-                    let index = u32::from_be_bytes(frame[..].try_into().expect("an index"));
-                    let slot = &mut ids[index as usize];
-                    assert!(slot.replace(stream_id).is_none(), "index {index} twice");
-                    identified += 1;
-                }
-                other => panic!("expected new streams, got {other:?}"),
-            }
-        }
-        ids.into_iter().flatten().collect()
-    }
-
-    /// Reads the announcement of one of the `waiting` clients (each sent its
-    /// index as one byte before it was accepted) and its frame, and returns
-    /// that client with its id.
-    #[track_caller]
-    fn admit_waiting(&mut self, waiting: &mut [Option<Client>]) -> (Client, StreamId) {
-        let id = self.connected();
-        let frame = self.message_from(id);
-        let client = waiting[usize::from(frame[0])]
-            .take()
-            .expect("admitted twice");
-        (client, id)
-    }
-
-    fn connect(&mut self) -> (Client, StreamId) {
-        let client = Client::connect(self.address);
-        (client, self.connected())
-    }
-
-    fn send(&self, ids: impl IntoIterator<Item = StreamId>, value: impl Into<Bytes>) {
-        self.packet(OutgoingPacket::Message(OutgoingMessage::new(
-            ids,
-            [value.into()],
-        )));
-    }
-
-    fn close(&self, ids: Vec<StreamId>) {
-        self.packet(OutgoingPacket::Shutdown(ids));
-    }
-
-    fn packet(&self, packet: OutgoingPacket<Bytes>) {
-        self.outgoing
-            .unbounded_send(packet)
-            .expect("the multiplexer stopped taking packets");
-    }
-
-    /// A well-behaved client is served both ways: its frame reaches the
-    /// consumer, and the answer reaches the client.
-    #[track_caller]
-    fn round_trip(&mut self, client: &mut Client, id: StreamId, tag: &str) {
-        client.send(tag.as_bytes());
-        assert_eq!(self.message_from(id), tag.as_bytes());
-        self.send([id], tag.to_owned());
-        assert_eq!(client.recv().as_deref(), Some(tag.as_bytes()));
-    }
-
-    /// Shuts the multiplexer down gracefully, reading the lobby to its end,
-    /// and checks that `Run` resolved `Ok`.
-    fn stop(mut self) {
-        self.control
-            .unbounded_send(ControlMessage::Shutdown)
-            .expect("the multiplexer stopped taking control messages");
-        while block_on(self.lobby.next()).is_some() {}
-        let result = self
-            .finished
-            .recv_timeout(SAFETY_TIMEOUT)
-            .expect("the multiplexer did not finish");
-        assert_eq!(result, Ok(()));
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The client side: blocking sockets, 4-byte length prefixes.
-
-/// `payload` with its length field.
-fn frame(payload: &[u8]) -> Vec<u8> {
-    let length = u32::try_from(payload.len()).expect("a frame too long for the test");
-    let mut wire = length.to_be_bytes().to_vec();
-    wire.extend_from_slice(payload);
-    wire
 }
 
 /// The round number at the start of a flood frame.
 fn round_of(frame: &[u8]) -> u32 {
     u32::from_be_bytes(frame[..4].try_into().expect("a round number"))
-}
-
-struct Client {
-    stream: TcpStream,
-}
-
-impl Client {
-    fn connect(address: SocketAddr) -> Self {
-        let stream = TcpStream::connect(address).expect("connect");
-        stream
-            .set_read_timeout(Some(SAFETY_TIMEOUT))
-            .expect("read timeout");
-        stream.set_nodelay(true).expect("nodelay");
-        Self { stream }
-    }
-
-    /// Writes raw bytes.
-    fn write(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("write");
-    }
-
-    fn send(&mut self, payload: &[u8]) {
-        self.write(&frame(payload));
-    }
-
-    fn shutdown_write(&self) {
-        self.stream.shutdown(Shutdown::Write).expect("shutdown");
-    }
-
-    /// Blocks until something has arrived, without reading it.
-    fn wait_readable(&self) {
-        let peeked = self.stream.peek(&mut [0]).expect("peek");
-        assert_eq!(peeked, 1, "the connection ended");
-    }
-
-    /// The next frame, or `None` if the connection ended between frames.
-    #[track_caller]
-    fn recv(&mut self) -> Option<Vec<u8>> {
-        let mut length = [0; WIDTH];
-        match self.fill(&mut length) {
-            0 => return None,
-            WIDTH => {}
-            n => panic!("the connection ended inside a length field ({n} bytes)"),
-        }
-        let mut payload = vec![0; u32::from_be_bytes(length) as usize];
-        let n = self.fill(&mut payload);
-        assert_eq!(n, payload.len(), "the connection ended inside a frame");
-        Some(payload)
-    }
-
-    /// Every frame until the connection ends (by FIN or by reset), and the
-    /// number of bytes of a frame cut short at the end (0 if none).
-    fn drain(&mut self) -> (Vec<Vec<u8>>, usize) {
-        let mut frames = Vec::new();
-        loop {
-            let mut length = [0; WIDTH];
-            let n = self.fill(&mut length);
-            if n < WIDTH {
-                return (frames, n);
-            }
-            let mut payload = vec![0; u32::from_be_bytes(length) as usize];
-            let n = self.fill(&mut payload);
-            if n < payload.len() {
-                return (frames, WIDTH + n);
-            }
-            frames.push(payload);
-        }
-    }
-
-    /// Reads until `buffer` is full or the connection ends (by FIN or by
-    /// reset); returns how many bytes were read. Fails on a read timeout.
-    #[track_caller]
-    fn fill(&mut self, buffer: &mut [u8]) -> usize {
-        let mut filled = 0;
-        while filled < buffer.len() {
-            match self.stream.read(&mut buffer[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
-                Err(error) if error.kind() == io::ErrorKind::ConnectionReset => break,
-                Err(error) => panic!("read failed: {error}"),
-            }
-        }
-        filled
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -1,106 +1,21 @@
 //! The same real-TCP scenarios under every supported executor: smol,
 //! async-std, tokio (multi-thread) and `futures::executor::ThreadPool`.
-//! Each scenario is written once, as a function of a [`Runtime`], and
-//! instantiated per executor by `scenarios!`.
+//! Each scenario is written once, as a function of a [`Runtime`] (the
+//! executors and their adapters are in `tcp::runtime`), and instantiated per
+//! executor by `scenarios!`.
 
 #![cfg(all(feature = "smol", feature = "async-std", feature = "tokio"))]
 
 mod tcp;
 
-use std::sync::OnceLock;
 use std::sync::mpsc as std_mpsc;
 
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use stream_multiplexer::runtime;
-use stream_multiplexer::{DisconnectReason, HalvesStream, IncomingPacket, OutgoingPacket};
-use tcp::{
-    BoxHalves, Client, Runtime, Server, ServerSetup, assert_announcement, boxed, payload,
-    within_safety_timeout,
-};
-
-struct Smol;
-
-impl Runtime for Smol {
-    fn listen(&self) -> (std::net::SocketAddr, BoxHalves) {
-        let listener = smol::block_on(async_net::TcpListener::bind("127.0.0.1:0")).expect("bind");
-        let address = listener.local_addr().expect("address");
-        (
-            address,
-            boxed(HalvesStream::new(runtime::smol::incoming(listener), 2)),
-        )
-    }
-
-    fn spawn(&self, future: BoxFuture<'static, ()>) {
-        smol::spawn(future).detach();
-    }
-}
-
-struct AsyncStd;
-
-impl Runtime for AsyncStd {
-    fn listen(&self) -> (std::net::SocketAddr, BoxHalves) {
-        let listener = async_std::task::block_on(async_std::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        (
-            address,
-            boxed(HalvesStream::new(runtime::async_std::incoming(listener), 2)),
-        )
-    }
-
-    fn spawn(&self, future: BoxFuture<'static, ()>) {
-        async_std::task::spawn(future);
-    }
-}
-
-struct Tokio;
-
-fn tokio_runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime")
-    })
-}
-
-impl Runtime for Tokio {
-    fn listen(&self) -> (std::net::SocketAddr, BoxHalves) {
-        let runtime = tokio_runtime();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let _guard = runtime.enter();
-        (
-            address,
-            boxed(HalvesStream::new(runtime::tokio::incoming(listener), 2)),
-        )
-    }
-
-    fn spawn(&self, future: BoxFuture<'static, ()>) {
-        tokio_runtime().spawn(future);
-    }
-}
-
-/// A plain thread pool: no reactor of its own, so the listener comes from
-/// the smol adapter, whose reactor runs on its own thread.
-struct ThreadPool;
-
-impl Runtime for ThreadPool {
-    fn listen(&self) -> (std::net::SocketAddr, BoxHalves) {
-        Smol.listen()
-    }
-
-    fn spawn(&self, future: BoxFuture<'static, ()>) {
-        static POOL: OnceLock<futures::executor::ThreadPool> = OnceLock::new();
-        POOL.get_or_init(|| futures::executor::ThreadPool::new().expect("thread pool"))
-            .spawn_ok(future);
-    }
-}
+use stream_multiplexer::{DisconnectReason, IncomingPacket};
+use tcp::client::Client;
+use tcp::runtime::{AsyncStd, Runtime, Smol, ThreadPool, Tokio};
+use tcp::server::{Packet, Server, ServerSetup, assert_announcement, payload};
+use tcp::{SAFETY_TIMEOUT, within_safety_timeout};
 
 /// The seed's example over real TCP: connect, send, move 0 → 1 → 2, shut
 /// down.
@@ -109,7 +24,7 @@ fn seed_example(runtime: &dyn Runtime) {
     let (mut client, id) = server.connect();
     for channel in 0..3 {
         if channel > 0 {
-            server.send(OutgoingPacket::ChangeChannel(vec![id], channel));
+            server.change_channel(vec![id], channel);
             assert_announcement(&server.next(channel), IncomingPacket::StreamConnected(id));
         }
         client.send(b"a message");
@@ -125,7 +40,7 @@ fn broadcast_reaches_every_client(runtime: &dyn Runtime) {
     let mut server = Server::start(runtime, ServerSetup::default());
     let (mut clients, ids): (Vec<Client>, Vec<_>) = (0..100).map(|_| server.connect()).unzip();
     for round in 0..3u8 {
-        server.message(ids.iter().copied(), Bytes::from(vec![round; 32]));
+        server.send(ids.iter().copied(), Bytes::from(vec![round; 32]));
     }
     for client in &mut clients {
         for round in 0..3u8 {
@@ -148,7 +63,7 @@ fn move_mid_burst_keeps_every_frame_once(runtime: &dyn Runtime) {
     let frames: Vec<[u8; 4]> = (0..2_000u32).map(u32::to_be_bytes).collect();
     client.send_all(frames.iter().map(|f| &f[..]));
 
-    let number = |packet: &tcp::Packet| {
+    let number = |packet: &Packet| {
         let bytes = payload(packet, id);
         u32::from_be_bytes(bytes[..].try_into().expect("4 bytes"))
     };
@@ -156,7 +71,7 @@ fn move_mid_burst_keeps_every_frame_once(runtime: &dyn Runtime) {
     for _ in 0..10 {
         seen.push(number(&server.next(0)));
     }
-    server.send(OutgoingPacket::ChangeChannel(vec![id], 1));
+    server.change_channel(vec![id], 1);
     loop {
         match server.next(0) {
             IncomingPacket::StreamDisconnected(i, DisconnectReason::ChannelChange(1))
@@ -184,11 +99,11 @@ fn stalled_channel_does_not_slow_another(runtime: &dyn Runtime) {
         },
     );
     let (mut player, player_id) = server.connect();
-    server.send(OutgoingPacket::ChangeChannel(vec![player_id], 1));
+    server.change_channel(vec![player_id], 1);
     assert_announcement(&server.next(1), IncomingPacket::StreamConnected(player_id));
 
     // A flood into channel 0, whose consumer never reads again.
-    let mut flooder = Client::connect(server.address);
+    let mut flooder = Client::connect(server.address, server.framing);
     let junk = [0u8; 32];
     flooder.send_all(std::iter::repeat_n(&junk[..], 10_000));
 
@@ -232,8 +147,8 @@ fn a_client_that_never_reads_is_disconnected(runtime: &dyn Runtime) {
     let frame = Bytes::from(vec![7u8; 60_000]);
     let mut disconnected = false;
     for _round in 0..2_000 {
-        server.message([sleeper_id, reader_id], frame.clone());
-        assert_eq!(receipts.recv_timeout(tcp::SAFETY_TIMEOUT), Ok(60_000));
+        server.send([sleeper_id, reader_id], frame.clone());
+        assert_eq!(receipts.recv_timeout(SAFETY_TIMEOUT), Ok(60_000));
         if let Ok(packet) = server.channels[0].try_recv() {
             assert_announcement(
                 &packet,
@@ -245,10 +160,10 @@ fn a_client_that_never_reads_is_disconnected(runtime: &dyn Runtime) {
     }
     assert!(disconnected, "the sleeper was never disconnected");
     // The reader still gets what follows.
-    server.message([reader_id], Bytes::from_static(b"still here"));
-    assert_eq!(receipts.recv_timeout(tcp::SAFETY_TIMEOUT), Ok(10));
+    server.send([reader_id], Bytes::from_static(b"still here"));
+    assert_eq!(receipts.recv_timeout(SAFETY_TIMEOUT), Ok(10));
     drop(receipts);
-    server.send(OutgoingPacket::Shutdown(vec![reader_id]));
+    server.close(vec![reader_id]);
     reading.join().expect("reader thread");
 }
 
@@ -263,7 +178,7 @@ fn shutdown_flushes_queued_frames(runtime: &dyn Runtime) {
     );
     let (mut client, id) = server.connect();
     for n in 0..1_000u32 {
-        server.message([id], Bytes::copy_from_slice(&n.to_be_bytes()));
+        server.send([id], Bytes::copy_from_slice(&n.to_be_bytes()));
     }
     server.shutdown();
     for n in 0..1_000u32 {
