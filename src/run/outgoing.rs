@@ -145,6 +145,12 @@ where
     /// until done, out of budget, or (under [`BacklogPolicy::Wait`]) at a
     /// recipient with no room; in the last two cases it is kept in
     /// `self.unfinished`.
+    ///
+    /// A recipient whose backlog has no room for the values first has its
+    /// writer pumped at once: a backlog holds what the *socket* has not
+    /// taken, so a burst to a client whose socket has room is written out
+    /// rather than counted against it. Only when the socket takes no more
+    /// is the recipient slow, and the policy applies.
     fn deliver<P: Parts<Value = V>>(
         &mut self,
         mut message: Unfinished<V>,
@@ -167,6 +173,13 @@ where
                 message.next += 1;
                 continue;
             };
+            if !has_room(streams, key, capacity, message.values.len()) {
+                // Moves what the socket takes out of the backlog; each pump
+                // moves some values or finds the sink full, so this ends.
+                while writers.pump_now(streams, key) > 0
+                    && !has_room(streams, key, capacity, message.values.len())
+                {}
+            }
             let Some(entry) = streams.registry.get_mut(key) else {
                 // The pump found the connection dead and closed it.
                 message.next += 1;
@@ -193,4 +206,12 @@ where
             message.next += 1;
         }
     }
+}
+
+/// Whether the backlog of the stream at `key` has room for `values` more.
+fn has_room<P: Parts>(streams: &Streams<P>, key: usize, capacity: usize, values: usize) -> bool {
+    streams
+        .registry
+        .get(key)
+        .is_some_and(|e| e.writer.backlog_len() + values <= capacity)
 }

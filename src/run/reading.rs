@@ -87,7 +87,7 @@ fn read_channel<P: Parts>(
         if turn.ended {
             // The reader ended or failed after yielding its items: the
             // client may still read what is sent to it (a half-close).
-            streams.close(key, Close::Now(DisconnectReason::Linkdead));
+            streams.close(key, Close::Leave(DisconnectReason::Linkdead));
         }
     }
     streams.channels[index].flush(cx);

@@ -84,6 +84,16 @@ impl WriteQueue {
         report
     }
 
+    /// Pumps one writer at once, without flushing, to move what its
+    /// socket takes out of its backlog. Returns how many values left it.
+    pub(crate) fn pump_now<P: Parts>(&mut self, streams: &mut Streams<P>, key: usize) -> usize {
+        let Some(pumped) = pump_writer(streams, key, Flush::Later) else {
+            return 0;
+        };
+        self.settle(streams, key, pumped);
+        pumped.written
+    }
+
     /// Acts on what a pump left the writer in.
     fn settle<P: Parts>(&mut self, streams: &mut Streams<P>, key: usize, pumped: Pumped) {
         streams.stats.frames_out(pumped.written as u64);
