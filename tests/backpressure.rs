@@ -293,3 +293,63 @@ fn a_chatty_stream_cannot_starve_a_quiet_one() {
     }
     panic!("the quiet stream's frame was not read in the first poll ({seen} packets)");
 }
+
+/// A backlog holds what the client's socket has not taken yet: a burst
+/// queued in one go to a client whose socket has room is written out, even
+/// when it is many times the backlog, and nobody is disconnected.
+#[test]
+fn a_burst_larger_than_the_backlog_to_a_reading_client_is_written_out() {
+    for burst in [9, 80] {
+        let mut harness = Harness::new(Setup {
+            sender_buffer_size: 8,
+            client_buffer: 1024,
+            ..Setup::default()
+        });
+        let (mut client, id) = harness.connect_on(0);
+        for value in 0..burst {
+            harness.message([id], [value]);
+        }
+        harness.settle();
+        let (got, closed) = client.received();
+        assert_eq!(got, (0..burst).collect::<Vec<_>>(), "burst of {burst}");
+        assert!(!closed, "a burst of {burst} kicked a reading client");
+        assert!(disconnects_of(&harness.drain(0), id).is_empty());
+        assert_eq!(harness.stats.snapshot().disconnects.backlog_full, 0);
+    }
+}
+
+/// The same burst to a client whose socket refuses more: once the socket
+/// and the backlog are both full, the client is disconnected, and a reader
+/// beside it gets the whole burst.
+#[test]
+fn a_burst_to_a_client_whose_socket_is_full_disconnects_only_that_client() {
+    let mut harness = Harness::new(Setup {
+        sender_buffer_size: 8,
+        client_buffer: 1,
+        ..Setup::default()
+    });
+    let (mut stalled, stalled_id) = harness.connect_on(0);
+    let reader = harness.connect();
+    let mut reader = reader;
+    harness.settle();
+    let reader_id = match harness.drain(0).as_slice() {
+        [IncomingPacket::StreamConnected(id)] => *id,
+        other => panic!("expected one StreamConnected, got {other:?}"),
+    };
+    let mut reader_got = Vec::new();
+    for value in 0..80 {
+        harness.message([stalled_id, reader_id], [value]);
+        // The reader reads as the burst comes, the stalled client never.
+        harness.settle();
+        reader_got.extend(reader.received().0);
+    }
+    assert_eq!(reader_got, (0..80).collect::<Vec<_>>());
+    let (_, closed) = stalled.received();
+    assert!(closed);
+    let packets = harness.drain(0);
+    assert_eq!(
+        disconnects_of(&packets, stalled_id),
+        vec![DisconnectReason::BacklogFull]
+    );
+    assert!(disconnects_of(&packets, reader_id).is_empty());
+}

@@ -11,7 +11,8 @@ use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
 use futures::{FutureExt, StreamExt, stream};
 use stream_multiplexer::{
-    ControlMessage, DisconnectReason, IncomingPacket, Multiplexer, MultiplexerError, OutgoingPacket,
+    ControlMessage, DisconnectReason, IdGen, IncomingPacket, Multiplexer, MultiplexerBuilder,
+    MultiplexerError, OutgoingPacket, StreamId,
 };
 
 #[test]
@@ -260,5 +261,67 @@ fn a_config_naming_no_channel_is_an_error_not_a_panic() {
     assert_eq!(
         futures::executor::block_on(run),
         Err(MultiplexerError::NoSuchChannel(3))
+    );
+}
+
+/// An id generator that keeps handing out an id that is taken: the newcomer
+/// never becomes a stream. It is counted as a failed accept, not as an
+/// accepted stream that left, and the stream holding the id goes on.
+#[test]
+fn a_connection_for_which_no_id_is_free_is_a_failed_accept_not_a_stream() {
+    #[derive(Default)]
+    struct AlwaysSeven;
+    impl IdGen for AlwaysSeven {
+        fn next(&mut self) -> StreamId {
+            7
+        }
+        fn id(&self) -> StreamId {
+            7
+        }
+    }
+
+    let (lobby, mut lobby_rx) = mpsc::channel::<IncomingPacket<u32>>(8);
+    let (_outgoing, outgoing_rx) = mpsc::unbounded::<OutgoingPacket<u32>>();
+    let multiplexer = MultiplexerBuilder::new(8)
+        .id_gen(AlwaysSeven)
+        .build(outgoing_rx, vec![lobby]);
+    let stats = multiplexer.stats();
+    let (accept, accept_rx) = mpsc::unbounded();
+    let (_control, control_rx) = mpsc::unbounded::<ControlMessage>();
+    let mut pool = LocalPool::new();
+    pool.spawner()
+        .spawn_local(async move {
+            let _ = multiplexer.run(accept_rx, control_rx).await;
+        })
+        .unwrap();
+
+    let (first_write, mut first_client) = mpsc::channel::<u32>(8);
+    let (_first_to_server, first_read) = mpsc::unbounded::<u32>();
+    accept.unbounded_send(Ok((first_write, first_read))).unwrap();
+    let (second_write, mut second_client) = mpsc::channel::<u32>(8);
+    let (_second_to_server, second_read) = mpsc::unbounded::<u32>();
+    accept
+        .unbounded_send(Ok((second_write, second_read)))
+        .unwrap();
+    pool.run_until_stalled();
+
+    assert_eq!(
+        lobby_rx.try_recv().ok(),
+        Some(IncomingPacket::StreamConnected(7))
+    );
+    assert!(lobby_rx.try_recv().is_err(), "one stream only");
+    let snapshot = stats.snapshot();
+    assert_eq!(snapshot.accepted, 1);
+    assert_eq!(snapshot.accept_errors, 1);
+    assert_eq!(snapshot.streams_open, 1);
+    assert_eq!(snapshot.closed_with_channel, 0);
+    assert_eq!(snapshot.accepted, snapshot.streams_open + snapshot.departed());
+    assert!(
+        matches!(second_client.try_recv(), Err(e) if e.is_closed()),
+        "the newcomer's connection was closed"
+    );
+    assert!(
+        matches!(first_client.try_recv(), Err(e) if !e.is_closed()),
+        "the first stream goes on"
     );
 }

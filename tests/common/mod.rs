@@ -8,12 +8,13 @@
 use std::cell::RefCell;
 use std::io;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
 use stream_multiplexer::{
-    BacklogPolicy, ControlMessage, DisconnectReason, IncomingPacket, MultiplexerBuilder,
+    BacklogPolicy, Clock, ControlMessage, DisconnectReason, IncomingPacket, MultiplexerBuilder,
     MultiplexerError, OutgoingMessage, OutgoingPacket, Stats, StreamId,
 };
 
@@ -31,7 +32,20 @@ pub struct Setup {
     pub policy: BacklogPolicy,
     /// Room in each client's receive buffer (the "socket").
     pub client_buffer: usize,
+    /// A clock the test drives with [`Harness::tick`], and the time limits
+    /// in ticks; `None`: no clock.
+    pub clock: Option<Limits>,
 }
+
+/// Time limits, in ticks of the test's clock.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub idle: Option<u64>,
+    pub write: Option<u64>,
+}
+
+/// The period of the test's clock: limits are whole multiples of it.
+pub const TICK: Duration = Duration::from_secs(1);
 
 impl Default for Setup {
     fn default() -> Self {
@@ -41,6 +55,7 @@ impl Default for Setup {
             max_streams: usize::MAX,
             policy: BacklogPolicy::Disconnect,
             client_buffer: 1024,
+            clock: None,
         }
     }
 }
@@ -92,6 +107,8 @@ pub struct Harness {
     pub control: Option<mpsc::UnboundedSender<ControlMessage>>,
     pub channels: Vec<Option<mpsc::Receiver<IncomingPacket<Frame>>>>,
     pub stats: Stats,
+    /// Each value sent is one tick of the clock (with [`Setup::clock`]).
+    pub ticks: Option<mpsc::UnboundedSender<()>>,
     setup: Setup,
 }
 
@@ -105,10 +122,19 @@ impl Harness {
         let (outgoing, outgoing_rx) = mpsc::unbounded();
         let (control, control_rx) = mpsc::unbounded();
         let (accept, accept_rx) = mpsc::unbounded();
-        let multiplexer = MultiplexerBuilder::new(setup.sender_buffer_size)
+        let mut builder = MultiplexerBuilder::new(setup.sender_buffer_size)
             .max_streams(setup.max_streams)
-            .backlog_policy(setup.policy)
-            .build(outgoing_rx, senders);
+            .backlog_policy(setup.policy);
+        let mut ticks = None;
+        if let Some(limits) = setup.clock {
+            let (tick, tick_rx) = mpsc::unbounded();
+            ticks = Some(tick);
+            builder = builder
+                .clock(Clock::new(TICK, tick_rx))
+                .idle_timeout(limits.idle.map(|n| TICK * n as u32))
+                .write_timeout(limits.write.map(|n| TICK * n as u32));
+        }
+        let multiplexer = builder.build(outgoing_rx, senders);
         let stats = multiplexer.stats();
         let pool = LocalPool::new();
         let result = Rc::new(RefCell::new(None));
@@ -127,6 +153,7 @@ impl Harness {
             control: Some(control),
             channels: receivers.into_iter().map(Some).collect(),
             stats,
+            ticks,
             setup,
         };
         harness.settle();
@@ -204,6 +231,19 @@ impl Harness {
     pub fn control(&mut self, message: ControlMessage) {
         if let Some(control) = &self.control {
             control.unbounded_send(message).expect("control closed");
+        }
+    }
+
+    /// Lets `count` ticks of the clock pass, one at a time, settling after
+    /// each.
+    pub fn tick(&mut self, count: u64) {
+        for _ in 0..count {
+            self.ticks
+                .as_ref()
+                .expect("the harness has no clock")
+                .unbounded_send(())
+                .expect("clock dropped");
+            self.settle();
         }
     }
 
