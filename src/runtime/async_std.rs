@@ -10,19 +10,16 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
 use futures::Stream;
 use futures::future::BoxFuture;
 use futures::stream::FusedStream;
 
-use super::is_resource_exhaustion;
+use super::backoff::Backoff;
 
-/// How long to wait before accepting again after the process or system ran
-/// out of file descriptors or memory: long enough for some connections to
-/// close, short enough that waiting clients hardly notice.
-const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
+/// The future of `async_std::task::sleep`, which has no name.
+type Sleep = dyn Future<Output = ()> + Send;
 
 /// Turns an async-std listener into an owned, `'static` stream of accepted
 /// connections, for [`HalvesStream`](crate::HalvesStream).
@@ -63,7 +60,7 @@ pub fn incoming(listener: TcpListener) -> Incoming {
     Incoming {
         listener: Arc::new(listener),
         accept: None,
-        backoff: None,
+        backoff: Backoff::new(|period| Box::pin(async_std::task::sleep(period))),
     }
 }
 
@@ -73,8 +70,8 @@ pub struct Incoming {
     listener: Arc<TcpListener>,
     /// The accept in progress.
     accept: Option<BoxFuture<'static, io::Result<TcpStream>>>,
-    /// Set after a resource-exhaustion error: no accept until it fires.
-    backoff: Option<BoxFuture<'static, ()>>,
+    /// After a resource-exhaustion error, no accept until its wait is over.
+    backoff: Backoff<Sleep>,
 }
 
 impl Incoming {
@@ -102,10 +99,7 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(backoff) = &mut this.backoff {
-            ready!(backoff.as_mut().poll(cx));
-            this.backoff = None;
-        }
+        ready!(this.backoff.poll_wait(cx));
         let accept = this.accept.get_or_insert_with(|| {
             let listener = Arc::clone(&this.listener);
             Box::pin(async move {
@@ -116,10 +110,8 @@ impl Stream for Incoming {
         });
         let accepted = ready!(accept.as_mut().poll(cx));
         this.accept = None;
-        if let Err(error) = &accepted
-            && is_resource_exhaustion(error)
-        {
-            this.backoff = Some(Box::pin(async_std::task::sleep(EXHAUSTION_BACKOFF)));
+        if let Err(error) = &accepted {
+            this.backoff.after_error(error);
         }
         Poll::Ready(Some(accepted))
     }
@@ -135,7 +127,7 @@ impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("listener", &self.listener)
-            .field("backing_off", &self.backoff.is_some())
+            .field("backing_off", &self.backoff.is_waiting())
             .finish_non_exhaustive()
     }
 }

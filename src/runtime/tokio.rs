@@ -53,12 +53,10 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use futures::Stream;
 use futures::io::{AsyncRead, AsyncWrite};
@@ -68,13 +66,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Sleep;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-use super::is_resource_exhaustion;
+use super::backoff::Backoff;
 use crate::IntoHalves;
-
-/// How long to wait before accepting again after the process or system ran
-/// out of file descriptors or memory: long enough for some connections to
-/// close, short enough that waiting clients hardly notice.
-const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Turns a tokio listener into an owned, `'static` stream of accepted
 /// connections, for [`HalvesStream`](crate::HalvesStream).
@@ -113,7 +106,7 @@ const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 pub fn incoming(listener: TcpListener) -> Incoming {
     Incoming {
         listener,
-        backoff: None,
+        backoff: Backoff::new(|period| Box::pin(tokio::time::sleep(period))),
     }
 }
 
@@ -121,8 +114,8 @@ pub fn incoming(listener: TcpListener) -> Incoming {
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming {
     listener: TcpListener,
-    /// Set after a resource-exhaustion error: no accept until it fires.
-    backoff: Option<Pin<Box<Sleep>>>,
+    /// After a resource-exhaustion error, no accept until its wait is over.
+    backoff: Backoff<Sleep>,
 }
 
 impl Incoming {
@@ -152,20 +145,15 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(backoff) = &mut this.backoff {
-            ready!(backoff.as_mut().poll(cx));
-            this.backoff = None;
-        }
+        ready!(this.backoff.poll_wait(cx));
         let accepted = ready!(this.listener.poll_accept(cx)).and_then(|(stream, _peer)| {
             stream.set_nodelay(true)?;
             Ok(TcpStream {
                 inner: stream.compat(),
             })
         });
-        if let Err(error) = &accepted
-            && is_resource_exhaustion(error)
-        {
-            this.backoff = Some(Box::pin(tokio::time::sleep(EXHAUSTION_BACKOFF)));
+        if let Err(error) = &accepted {
+            this.backoff.after_error(error);
         }
         Poll::Ready(Some(accepted))
     }
@@ -181,7 +169,7 @@ impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("listener", &self.listener)
-            .field("backing_off", &self.backoff.is_some())
+            .field("backing_off", &self.backoff.is_waiting())
             .finish()
     }
 }

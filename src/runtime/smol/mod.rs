@@ -11,24 +11,17 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use async_io::{Async, Timer};
 use async_net::TcpListener;
 use futures::Stream;
 use futures::stream::FusedStream;
 
-use super::is_resource_exhaustion;
+use super::backoff::Backoff;
 
 mod connection;
 
 pub use connection::Connection;
-
-/// How long to wait before accepting again after the process or system ran
-/// out of file descriptors or memory: long enough for some connections to
-/// close and give theirs back, short enough that clients waiting in the
-/// listen backlog hardly notice.
-const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Turns a listener into an owned, `'static` stream of accepted
 /// connections, for [`HalvesStream`](crate::HalvesStream).
@@ -73,7 +66,7 @@ const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 pub fn incoming(listener: TcpListener) -> Incoming {
     Incoming {
         listener: listener.into(),
-        backoff: None,
+        backoff: Backoff::new(|period| Box::pin(Timer::after(period))),
     }
 }
 
@@ -122,8 +115,8 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming {
     listener: Arc<Async<StdTcpListener>>,
-    /// Set after a resource-exhaustion error: no accept until it fires.
-    backoff: Option<Timer>,
+    /// After a resource-exhaustion error, no accept until its wait is over.
+    backoff: Backoff<Timer>,
 }
 
 impl Incoming {
@@ -160,10 +153,7 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(timer) = &mut this.backoff {
-            ready!(Pin::new(timer).poll(cx));
-            this.backoff = None;
-        }
+        ready!(this.backoff.poll_wait(cx));
         loop {
             match this.try_accept() {
                 Ok(stream) => return Poll::Ready(Some(Ok(stream))),
@@ -174,9 +164,7 @@ impl Stream for Incoming {
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    if is_resource_exhaustion(&error) {
-                        this.backoff = Some(Timer::after(EXHAUSTION_BACKOFF));
-                    }
+                    this.backoff.after_error(&error);
                     return Poll::Ready(Some(Err(error)));
                 }
             }
@@ -194,7 +182,7 @@ impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("listener", &self.listener)
-            .field("backing_off", &self.backoff.is_some())
+            .field("backing_off", &self.backoff.is_waiting())
             .finish()
     }
 }
