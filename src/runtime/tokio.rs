@@ -30,14 +30,15 @@
 //!
 //! Await [`Run`](crate::Run) inside
 //! [`tokio::task::unconstrained`](https://docs.rs/tokio/1/tokio/task/fn.unconstrained.html). Tokio
-//! gives each task a budget of 128 I/O operations per poll and then makes
-//! every socket it touches report `Pending`; that suits a task per
-//! connection, but `Run` serves all the connections from one task and keeps
-//! budgets of its own (SPEC §4.7: bounded work per poll, then it wakes
-//! itself). Under tokio's budget, with 10,000 clients, an echo benchmark
-//! left a few clients waiting seconds (p99 2.4 s, median 16 ms);
-//! unconstrained, p99 110 ms, below the hand-written tokio server's (see
-//! BENCHMARKS.md).
+//! gives each task a budget of 128 I/O operations per poll, after which
+//! every socket the task touches reports `Pending` whatever it holds; that
+//! suits a task per connection, but `Run` serves all the connections from
+//! one task and keeps budgets of its own: it does a bounded amount of work
+//! per poll, then wakes itself to let other tasks run. Under tokio's
+//! budget, with many clients connected, some are served only in later
+//! polls and wait much longer than the rest: the tail latency suffers, not
+//! the median. Unconstrained, only `Run`'s own budgets bound a poll.
+//! BENCHMARKS.md has the measurements.
 //!
 //! ```no_run
 //! # use futures::stream;
