@@ -15,8 +15,10 @@ use async_std::net::{TcpListener, TcpStream};
 use futures::Stream;
 use futures::future::BoxFuture;
 use futures::stream::FusedStream;
+use socket2::SockRef;
 
 use super::backoff::Backoff;
+use super::keepalive;
 
 /// The future of `async_std::task::sleep`, which has no name.
 type Sleep = dyn Future<Output = ()> + Send;
@@ -25,11 +27,18 @@ type Sleep = dyn Future<Output = ()> + Send;
 /// connections, for [`HalvesStream`](crate::HalvesStream).
 ///
 /// Each connection has `TCP_NODELAY` set, so that a small frame is not held
-/// back by Nagle's algorithm. A failed accept is yielded as an `Err`, for
-/// the multiplexer to count, and the stream goes on; after resource
-/// exhaustion (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) it waits 50 ms on
-/// async-std's timer before accepting again, instead of spinning. The
-/// stream never ends.
+/// back by Nagle's algorithm, and TCP keepalive on: after 60 s without
+/// traffic the kernel probes the peer every 10 s and resets the connection
+/// after 5 unanswered probes, so that a peer that vanished without a FIN is
+/// found in about two minutes even with no time limits set (see the
+/// [module docs](super#accepted-connections)). A connection on which
+/// keepalive cannot be set is accepted all the same; for other values, set
+/// them on the connection through `socket2::SockRef`.
+///
+/// A failed accept is yielded as an `Err`, for the multiplexer to count,
+/// and the stream goes on; after resource exhaustion (`EMFILE`, `ENFILE`,
+/// `ENOBUFS`, `ENOMEM`) it waits 50 ms on async-std's timer before
+/// accepting again, instead of spinning. The stream never ends.
 ///
 /// async-std offers accepting only as a borrowing `async fn`, so each
 /// accept is one boxed future holding a reference count on the listener:
@@ -105,6 +114,7 @@ impl Stream for Incoming {
             Box::pin(async move {
                 let (stream, _peer) = listener.accept().await?;
                 stream.set_nodelay(true)?;
+                keepalive::enable(SockRef::from(&stream));
                 Ok(stream)
             })
         });

@@ -17,6 +17,21 @@
 //! | [`async_std`] | `async-std`    | `async_std::net::TcpListener`   |
 //! | [`tokio`] | `tokio`            | `tokio::net::TcpListener`       |
 //!
+//! # Accepted connections
+//!
+//! Every adapter sets the same options on each connection it accepts:
+//!
+//! - `TCP_NODELAY`, so that a small frame is not held back by Nagle's
+//!   algorithm waiting for more.
+//! - TCP keepalive: the kernel probes a connection after 60 s idle, then
+//!   every 10 s, and resets it after 5 unanswered probes, so that a peer
+//!   that vanished without a FIN (its host lost power, a NAT forgot the
+//!   connection) is found in about two minutes even with no time limits
+//!   set. The multiplexer then sees a read error and disconnects it. Where
+//!   the platform does not let the interval and count be set per socket,
+//!   the system's values apply. A connection on which keepalive cannot be
+//!   set is accepted all the same.
+//!
 //! An adapter is the only place that uses a runtime's timer: when accepting
 //! fails because the process or system is out of file descriptors or
 //! memory, it waits a moment before accepting again rather than spinning on
@@ -32,3 +47,5 @@ pub mod tokio;
 
 #[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
 mod backoff;
+#[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
+mod keepalive;

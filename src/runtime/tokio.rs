@@ -62,24 +62,33 @@ use std::task::{Context, Poll, ready};
 use futures::Stream;
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::FusedStream;
+use socket2::SockRef;
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::Sleep;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use super::backoff::Backoff;
+use super::keepalive;
 use crate::IntoHalves;
 
 /// Turns a tokio listener into an owned, `'static` stream of accepted
 /// connections, for [`HalvesStream`](crate::HalvesStream).
 ///
 /// Each connection has `TCP_NODELAY` set, so that a small frame is not held
-/// back by Nagle's algorithm. A failed accept is yielded as an `Err`, for
-/// the multiplexer to count, and the stream goes on; after resource
-/// exhaustion (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) it waits 50 ms on
-/// tokio's timer before accepting again, instead of spinning. The stream
-/// never ends. It must be polled inside a tokio runtime with I/O and time
-/// enabled.
+/// back by Nagle's algorithm, and TCP keepalive on: after 60 s without
+/// traffic the kernel probes the peer every 10 s and resets the connection
+/// after 5 unanswered probes, so that a peer that vanished without a FIN is
+/// found in about two minutes even with no time limits set (see the
+/// [module docs](super#accepted-connections)). A connection on which
+/// keepalive cannot be set is accepted all the same; for other values, set
+/// them through `socket2::SockRef` on [`TcpStream::get_ref`].
+///
+/// A failed accept is yielded as an `Err`, for the multiplexer to count,
+/// and the stream goes on; after resource exhaustion (`EMFILE`, `ENFILE`,
+/// `ENOBUFS`, `ENOMEM`) it waits 50 ms on tokio's timer before accepting
+/// again, instead of spinning. The stream never ends. It must be polled
+/// inside a tokio runtime with I/O and time enabled.
 ///
 /// # Examples
 ///
@@ -149,6 +158,7 @@ impl Stream for Incoming {
         ready!(this.backoff.poll_wait(cx));
         let accepted = ready!(this.listener.poll_accept(cx)).and_then(|(stream, _peer)| {
             stream.set_nodelay(true)?;
+            keepalive::enable(SockRef::from(&stream));
             Ok(TcpStream {
                 inner: stream.compat(),
             })

@@ -16,8 +16,10 @@ use async_io::{Async, Timer};
 use async_net::TcpListener;
 use futures::Stream;
 use futures::stream::FusedStream;
+use socket2::SockRef;
 
 use super::backoff::Backoff;
+use super::keepalive;
 
 mod connection;
 
@@ -33,6 +35,14 @@ pub use connection::Connection;
 /// write, and Nagle's algorithm would hold a small frame back for up to one
 /// round trip (tens of milliseconds when it meets delayed ACKs) waiting for
 /// more.
+///
+/// Each accepted connection also has TCP keepalive on: after 60 s without
+/// traffic the kernel probes the peer every 10 s and resets the connection
+/// after 5 unanswered probes, so that a peer that vanished without a FIN is
+/// found in about two minutes even with no time limits set (see the
+/// [module docs](super#accepted-connections)). A connection on which it
+/// cannot be set is accepted all the same. For other values, set them on
+/// the connection through `socket2::SockRef`.
 ///
 /// A failed accept is yielded as an `Err`, for the multiplexer to count;
 /// the stream goes on. When the failure is resource exhaustion (out of file
@@ -140,10 +150,11 @@ impl Incoming {
     }
 
     /// Accepts one connection without blocking, as a non-blocking
-    /// [`Connection`] with `TCP_NODELAY` set.
+    /// [`Connection`] with `TCP_NODELAY` and keepalive set.
     fn try_accept(&self) -> io::Result<Connection> {
         let (stream, _peer) = self.listener.get_ref().accept()?;
         stream.set_nodelay(true)?;
+        keepalive::enable(SockRef::from(&stream));
         Ok(Connection::new(Async::new(stream)?))
     }
 }
