@@ -10,15 +10,17 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
-use futures::Stream;
 use futures::future::BoxFuture;
 use futures::stream::FusedStream;
+use futures::{Stream, StreamExt};
 use socket2::SockRef;
 
 use super::backoff::Backoff;
-use super::keepalive;
+use super::{keepalive, timer_period};
+use crate::Clock;
 
 /// The future of `async_std::task::sleep`, which has no name.
 type Sleep = dyn Future<Output = ()> + Send;
@@ -71,6 +73,47 @@ pub fn incoming(listener: TcpListener) -> Incoming {
         accept: None,
         backoff: Backoff::new(|period| Box::pin(async_std::task::sleep(period))),
     }
+}
+
+/// A [`Clock`] that ticks every `period` on async-std's timer, for the
+/// multiplexer's time limits.
+///
+/// The multiplexer measures its time limits (how long a connection may stay
+/// silent, how long a write may stall) by counting the ticks of this one
+/// clock: one timer for the whole multiplexer, not one per connection. A
+/// limit is noticed up to a period after it passes, and each tick wakes the
+/// multiplexer once, so a period of about a tenth of the shortest limit is
+/// a fair trade. A period of zero is taken as one nanosecond, as
+/// [`Clock::new`] does.
+///
+/// The first tick comes a period after the multiplexer first polls the
+/// clock. A tick that comes late (the executor was busy) delays the ones
+/// after it instead of being made up in a burst, which would count the time
+/// the server itself lost against every connection at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stream_multiplexer::runtime::async_std::clock;
+///
+/// let every_second = clock(Duration::from_secs(1));
+/// assert_eq!(every_second.period(), Duration::from_secs(1));
+///
+/// let never_zero = clock(Duration::ZERO);
+/// assert_eq!(never_zero.period(), Duration::from_nanos(1));
+/// ```
+pub fn clock(period: Duration) -> Clock {
+    Clock::new(period, ticks(timer_period(period)))
+}
+
+/// One item every `period`, on async-std's timer: each tick is a sleep of
+/// `period` that starts when the previous tick is taken, so the first comes
+/// a period after the first poll and none is made up in a burst.
+/// (`async_std::stream::interval` behaves the same but needs async-std's
+/// `unstable` feature.)
+fn ticks(period: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    futures::stream::repeat(()).then(move |()| async_std::task::sleep(period))
 }
 
 /// The stream returned by [`incoming`].
@@ -139,5 +182,35 @@ impl fmt::Debug for Incoming {
             .field("listener", &self.listener)
             .field("backing_off", &self.backoff.is_waiting())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::clock_scenarios;
+
+    #[test]
+    fn ticks_are_never_early() {
+        async_std::task::block_on(clock_scenarios::ticks_are_never_early(
+            ticks(clock_scenarios::PERIOD),
+            async_std::task::sleep,
+        ));
+    }
+
+    #[test]
+    fn ticks_missed_while_busy_are_not_made_up_in_a_burst() {
+        async_std::task::block_on(clock_scenarios::missed_ticks_are_not_made_up_in_a_burst(
+            ticks(clock_scenarios::PERIOD),
+            async_std::task::sleep,
+        ));
+    }
+
+    #[test]
+    fn a_zero_period_clock_still_ticks() {
+        async_std::task::block_on(clock_scenarios::ticks_at_all(
+            ticks(timer_period(Duration::ZERO)),
+            async_std::task::sleep,
+        ));
     }
 }

@@ -1,4 +1,5 @@
-//! Adapters that turn a runtime's TCP listener into a stream of connections.
+//! Adapters that turn a runtime's TCP listener into a stream of connections,
+//! and its timer into a [`Clock`](crate::Clock).
 //!
 //! The multiplexer is built on the `futures` traits only and runs on any
 //! executor. What differs between runtimes is how connections are accepted:
@@ -32,11 +33,19 @@
 //!   the system's values apply. A connection on which keepalive cannot be
 //!   set is accepted all the same.
 //!
-//! An adapter is the only place that uses a runtime's timer: when accepting
-//! fails because the process or system is out of file descriptors or
-//! memory, it waits a moment before accepting again rather than spinning on
-//! an accept that keeps failing. Every failed accept is still yielded, for
-//! the multiplexer to count.
+//! # Timers
+//!
+//! The adapters are the only place that uses a runtime's timer, for two
+//! things:
+//!
+//! - The accept backoff: when accepting fails because the process or
+//!   system is out of file descriptors or memory, the adapter waits 50 ms
+//!   before accepting again rather than spinning on an accept that keeps
+//!   failing. Every failed accept is still yielded, for the multiplexer to
+//!   count.
+//! - The clock: each adapter's `clock(period)` builds the one
+//!   [`Clock`](crate::Clock) from which the multiplexer measures its time
+//!   limits, on that runtime's timer. The core itself never reads a timer.
 
 #[cfg(feature = "async-std")]
 pub mod async_std;
@@ -49,3 +58,15 @@ pub mod tokio;
 mod backoff;
 #[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
 mod keepalive;
+
+#[cfg(all(test, any(feature = "smol", feature = "async-std", feature = "tokio")))]
+mod clock_scenarios;
+
+/// The period an adapter's timer ticks at for `clock(period)`: what
+/// [`Clock::new`](crate::Clock::new) makes of `period`, so that the timer
+/// and the clock agree. A period of zero becomes one nanosecond (tokio's
+/// interval panics on zero; the other timers would tick on every poll).
+#[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
+fn timer_period(period: std::time::Duration) -> std::time::Duration {
+    period.max(std::time::Duration::from_nanos(1))
+}

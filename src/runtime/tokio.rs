@@ -58,6 +58,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use futures::Stream;
 use futures::io::{AsyncRead, AsyncWrite};
@@ -65,12 +66,12 @@ use futures::stream::FusedStream;
 use socket2::SockRef;
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::time::Sleep;
+use tokio::time::{Interval, MissedTickBehavior, Sleep};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use super::backoff::Backoff;
-use super::keepalive;
-use crate::IntoHalves;
+use super::{keepalive, timer_period};
+use crate::{Clock, IntoHalves};
 
 /// Turns a tokio listener into an owned, `'static` stream of accepted
 /// connections, for [`HalvesStream`](crate::HalvesStream).
@@ -118,6 +119,62 @@ pub fn incoming(listener: TcpListener) -> Incoming {
         listener,
         backoff: Backoff::new(|period| Box::pin(tokio::time::sleep(period))),
     }
+}
+
+/// A [`Clock`] that ticks every `period` on tokio's timer, for the
+/// multiplexer's time limits.
+///
+/// The multiplexer measures its time limits (how long a connection may stay
+/// silent, how long a write may stall) by counting the ticks of this one
+/// clock: one timer for the whole multiplexer, not one per connection. A
+/// limit is noticed up to a period after it passes, and each tick wakes the
+/// multiplexer once, so a period of about a tenth of the shortest limit is
+/// a fair trade; tokio's timer counts whole milliseconds, so a shorter
+/// period ticks no faster. A period of zero is taken as one nanosecond, as
+/// [`Clock::new`] does.
+///
+/// The clock may be built anywhere, but must be polled inside a tokio
+/// runtime with time enabled, as the multiplexer does when it runs there.
+/// The first tick comes a period after the multiplexer first polls the
+/// clock. A tick that comes late (the executor was busy) delays the ones
+/// after it instead of being made up in a burst
+/// ([`MissedTickBehavior::Delay`]), which would count the time the server
+/// itself lost against every connection at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stream_multiplexer::runtime::tokio::clock;
+///
+/// // No runtime is needed to build it.
+/// let every_second = clock(Duration::from_secs(1));
+/// assert_eq!(every_second.period(), Duration::from_secs(1));
+///
+/// let never_zero = clock(Duration::ZERO);
+/// assert_eq!(never_zero.period(), Duration::from_nanos(1));
+/// ```
+pub fn clock(period: Duration) -> Clock {
+    Clock::new(period, ticks(timer_period(period)))
+}
+
+/// One item every `period`, on tokio's timer.
+///
+/// The interval is made at the first poll: making one outside a runtime
+/// panics, and a clock is often built before the runtime starts. It is
+/// reset at once because a tokio interval's first tick is immediate, which
+/// would count a period that has not passed.
+fn ticks(period: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    let mut interval: Option<Interval> = None;
+    futures::stream::poll_fn(move |cx| {
+        let interval = interval.get_or_insert_with(|| {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval.reset();
+            interval
+        });
+        interval.poll_tick(cx).map(|_| Some(()))
+    })
 }
 
 /// The stream returned by [`incoming`].
@@ -265,5 +322,50 @@ impl IntoHalves for TcpStream {
     fn into_halves(self) -> (Self::Read, Self::Write) {
         let (read, write) = self.inner.into_inner().into_split();
         (read.compat(), write.compat_write())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::clock_scenarios;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a tokio runtime")
+    }
+
+    #[test]
+    fn ticks_are_never_early() {
+        runtime().block_on(clock_scenarios::ticks_are_never_early(
+            ticks(clock_scenarios::PERIOD),
+            tokio::time::sleep,
+        ));
+    }
+
+    #[test]
+    fn ticks_missed_while_busy_are_not_made_up_in_a_burst() {
+        runtime().block_on(clock_scenarios::missed_ticks_are_not_made_up_in_a_burst(
+            ticks(clock_scenarios::PERIOD),
+            tokio::time::sleep,
+        ));
+    }
+
+    /// tokio's interval panics on a period of zero.
+    #[test]
+    fn a_zero_period_clock_still_ticks() {
+        runtime().block_on(clock_scenarios::ticks_at_all(
+            ticks(timer_period(Duration::ZERO)),
+            tokio::time::sleep,
+        ));
+    }
+
+    /// The interval needs a runtime, but only once the clock is polled.
+    #[test]
+    fn a_clock_built_outside_a_runtime_ticks_inside_one() {
+        let ticks = ticks(clock_scenarios::PERIOD);
+        runtime().block_on(clock_scenarios::ticks_at_all(ticks, tokio::time::sleep));
     }
 }

@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use async_io::{Async, Timer};
 use async_net::TcpListener;
@@ -19,7 +20,8 @@ use futures::stream::FusedStream;
 use socket2::SockRef;
 
 use super::backoff::Backoff;
-use super::keepalive;
+use super::{keepalive, timer_period};
+use crate::Clock;
 
 mod connection;
 
@@ -118,6 +120,54 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::try_from(listener)
 }
 
+/// A [`Clock`] that ticks every `period` on smol's timer, for the
+/// multiplexer's time limits.
+///
+/// The multiplexer measures its time limits (how long a connection may stay
+/// silent, how long a write may stall) by counting the ticks of this one
+/// clock: one timer for the whole multiplexer, not one per connection. A
+/// limit is noticed up to a period after it passes, and each tick wakes the
+/// multiplexer once, so a period of about a tenth of the shortest limit is
+/// a fair trade. A period of zero is taken as one nanosecond, as
+/// [`Clock::new`] does.
+///
+/// The first tick comes a period after the multiplexer first polls the
+/// clock. A tick that comes late (the executor was busy) delays the ones
+/// after it instead of being made up in a burst, which would count the time
+/// the server itself lost against every connection at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stream_multiplexer::runtime::smol::clock;
+///
+/// let every_second = clock(Duration::from_secs(1));
+/// assert_eq!(every_second.period(), Duration::from_secs(1));
+///
+/// let never_zero = clock(Duration::ZERO);
+/// assert_eq!(never_zero.period(), Duration::from_nanos(1));
+/// ```
+pub fn clock(period: Duration) -> Clock {
+    Clock::new(period, ticks(timer_period(period)))
+}
+
+/// One item every `period`, on async-io's timer.
+///
+/// The timer is made at the first poll, so that the first tick comes a
+/// period after the multiplexer starts counting, not after the clock was
+/// built. Each tick sets the next one a period after it fires: async-io's
+/// own `Timer::interval` would instead fire every tick it missed at once.
+fn ticks(period: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    let mut timer: Option<Timer> = None;
+    futures::stream::poll_fn(move |cx| {
+        let timer = timer.get_or_insert_with(|| Timer::after(period));
+        ready!(Pin::new(&mut *timer).poll(cx));
+        timer.set_after(period);
+        Poll::Ready(Some(()))
+    })
+}
+
 /// The stream returned by [`incoming`]: accepted connections, or the error
 /// of a failed accept.
 ///
@@ -195,5 +245,35 @@ impl fmt::Debug for Incoming {
             .field("listener", &self.listener)
             .field("backing_off", &self.backoff.is_waiting())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::clock_scenarios;
+
+    #[test]
+    fn ticks_are_never_early() {
+        smol::block_on(clock_scenarios::ticks_are_never_early(
+            ticks(clock_scenarios::PERIOD),
+            Timer::after,
+        ));
+    }
+
+    #[test]
+    fn ticks_missed_while_busy_are_not_made_up_in_a_burst() {
+        smol::block_on(clock_scenarios::missed_ticks_are_not_made_up_in_a_burst(
+            ticks(clock_scenarios::PERIOD),
+            Timer::after,
+        ));
+    }
+
+    #[test]
+    fn a_zero_period_clock_still_ticks() {
+        smol::block_on(clock_scenarios::ticks_at_all(
+            ticks(timer_period(Duration::ZERO)),
+            Timer::after,
+        ));
     }
 }
