@@ -1,4 +1,5 @@
-//! Adapters that turn a runtime's TCP listener into a stream of connections.
+//! Adapters that turn a runtime's TCP listener into a stream of connections,
+//! and its timer into a [`Clock`](crate::Clock).
 //!
 //! The multiplexer is built on the `futures` traits only and runs on any
 //! executor. What differs between runtimes is how connections are accepted:
@@ -17,11 +18,34 @@
 //! | [`async_std`] | `async-std`    | `async_std::net::TcpListener`   |
 //! | [`tokio`] | `tokio`            | `tokio::net::TcpListener`       |
 //!
-//! An adapter is the only place that uses a runtime's timer: when accepting
-//! fails because the process or system is out of file descriptors or
-//! memory, it waits a moment before accepting again rather than spinning on
-//! an accept that keeps failing. Every failed accept is still yielded, for
-//! the multiplexer to count.
+//! # Accepted connections
+//!
+//! Every adapter sets the same options on each connection it accepts:
+//!
+//! - `TCP_NODELAY`, so that a small frame is not held back by Nagle's
+//!   algorithm waiting for more.
+//! - TCP keepalive: the kernel probes a connection after 60 s idle, then
+//!   every 10 s, and resets it after 5 unanswered probes, so that a peer
+//!   that vanished without a FIN (its host lost power, a NAT forgot the
+//!   connection) is found in about two minutes even with no time limits
+//!   set. The multiplexer then sees a read error and disconnects it. Where
+//!   the platform does not let the interval and count be set per socket,
+//!   the system's values apply. A connection on which keepalive cannot be
+//!   set is accepted all the same.
+//!
+//! # Timers
+//!
+//! The adapters are the only place that uses a runtime's timer, for two
+//! things:
+//!
+//! - The accept backoff: when accepting fails because the process or
+//!   system is out of file descriptors or memory, the adapter waits 50 ms
+//!   before accepting again rather than spinning on an accept that keeps
+//!   failing. Every failed accept is still yielded, for the multiplexer to
+//!   count.
+//! - The clock: each adapter's `clock(period)` builds the one
+//!   [`Clock`](crate::Clock) from which the multiplexer measures its time
+//!   limits, on that runtime's timer. The core itself never reads a timer.
 
 #[cfg(feature = "async-std")]
 pub mod async_std;
@@ -30,92 +54,19 @@ pub mod smol;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 
-/// Whether a failed accept means the process or the system ran out of a
-/// resource (file descriptors, socket buffers, memory), so that accepting
-/// again at once would fail again.
-#[cfg_attr(
-    not(any(feature = "smol", feature = "async-std", feature = "tokio")),
-    allow(dead_code)
-)]
-pub(crate) fn is_resource_exhaustion(error: &std::io::Error) -> bool {
-    if error.kind() == std::io::ErrorKind::OutOfMemory {
-        return true;
-    }
-    let Some(code) = error.raw_os_error() else {
-        return false;
-    };
-    errno::RESOURCE_EXHAUSTION.contains(&code)
-}
+#[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
+mod backoff;
+#[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
+mod keepalive;
 
-/// The `errno` values of resource exhaustion, per platform, without a
-/// dependency on `libc`: EMFILE, ENFILE, ENOBUFS, ENOMEM.
-#[cfg_attr(
-    not(any(feature = "smol", feature = "async-std", feature = "tokio")),
-    allow(dead_code)
-)]
-mod errno {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[24, 23, 105, 12];
+#[cfg(all(test, any(feature = "smol", feature = "async-std", feature = "tokio")))]
+mod clock_scenarios;
 
-    #[cfg(any(
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly"
-    ))]
-    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[24, 23, 55, 12];
-
-    // WSAEMFILE, WSAENOBUFS.
-    #[cfg(windows)]
-    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[10024, 10055];
-
-    #[cfg(not(any(
-        target_os = "linux",
-        target_os = "android",
-        target_os = "macos",
-        target_os = "ios",
-        target_os = "freebsd",
-        target_os = "netbsd",
-        target_os = "openbsd",
-        target_os = "dragonfly",
-        windows
-    )))]
-    pub(super) const RESOURCE_EXHAUSTION: &[i32] = &[];
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_resource_exhaustion;
-    use std::io;
-
-    #[test]
-    fn out_of_descriptors_and_memory_are_resource_exhaustion() {
-        assert!(is_resource_exhaustion(&io::Error::from(
-            io::ErrorKind::OutOfMemory
-        )));
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        for code in [24, 23, 105, 12] {
-            assert!(
-                is_resource_exhaustion(&io::Error::from_raw_os_error(code)),
-                "{code}"
-            );
-        }
-    }
-
-    #[test]
-    fn per_connection_accept_errors_are_not_resource_exhaustion() {
-        assert!(!is_resource_exhaustion(&io::Error::from(
-            io::ErrorKind::ConnectionAborted
-        )));
-        // ECONNABORTED, EPERM, EPROTO on Linux: retrying at once is right.
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        for code in [103, 1, 71] {
-            assert!(
-                !is_resource_exhaustion(&io::Error::from_raw_os_error(code)),
-                "{code}"
-            );
-        }
-    }
+/// The period an adapter's timer ticks at for `clock(period)`: what
+/// [`Clock::new`](crate::Clock::new) makes of `period`, so that the timer
+/// and the clock agree. A period of zero becomes one nanosecond (tokio's
+/// interval panics on zero; the other timers would tick on every poll).
+#[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
+fn timer_period(period: std::time::Duration) -> std::time::Duration {
+    period.max(std::time::Duration::from_nanos(1))
 }

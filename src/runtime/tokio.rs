@@ -30,14 +30,15 @@
 //!
 //! Await [`Run`](crate::Run) inside
 //! [`tokio::task::unconstrained`](https://docs.rs/tokio/1/tokio/task/fn.unconstrained.html). Tokio
-//! gives each task a budget of 128 I/O operations per poll and then makes
-//! every socket it touches report `Pending`; that suits a task per
-//! connection, but `Run` serves all the connections from one task and keeps
-//! budgets of its own (SPEC §4.7: bounded work per poll, then it wakes
-//! itself). Under tokio's budget, with 10,000 clients, an echo benchmark
-//! left a few clients waiting seconds (p99 2.4 s, median 16 ms);
-//! unconstrained, p99 110 ms, below the hand-written tokio server's (see
-//! BENCHMARKS.md).
+//! gives each task a budget of 128 I/O operations per poll, after which
+//! every socket the task touches reports `Pending` whatever it holds; that
+//! suits a task per connection, but `Run` serves all the connections from
+//! one task and keeps budgets of its own: it does a bounded amount of work
+//! per poll, then wakes itself to let other tasks run. Under tokio's
+//! budget, with many clients connected, some are served only in later
+//! polls and wait much longer than the rest: the tail latency suffers, not
+//! the median. Unconstrained, only `Run`'s own budgets bound a poll.
+//! BENCHMARKS.md has the measurements.
 //!
 //! ```no_run
 //! # use futures::stream;
@@ -53,7 +54,6 @@
 //! ```
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -63,29 +63,33 @@ use std::time::Duration;
 use futures::Stream;
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::stream::FusedStream;
+use socket2::SockRef;
 use tokio::net::TcpListener;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::time::Sleep;
+use tokio::time::{Interval, MissedTickBehavior, Sleep};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
-use super::is_resource_exhaustion;
-use crate::IntoHalves;
-
-/// How long to wait before accepting again after the process or system ran
-/// out of file descriptors or memory: long enough for some connections to
-/// close, short enough that waiting clients hardly notice.
-const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
+use super::backoff::Backoff;
+use super::{keepalive, timer_period};
+use crate::{Clock, IntoHalves};
 
 /// Turns a tokio listener into an owned, `'static` stream of accepted
 /// connections, for [`HalvesStream`](crate::HalvesStream).
 ///
 /// Each connection has `TCP_NODELAY` set, so that a small frame is not held
-/// back by Nagle's algorithm. A failed accept is yielded as an `Err`, for
-/// the multiplexer to count, and the stream goes on; after resource
-/// exhaustion (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) it waits 50 ms on
-/// tokio's timer before accepting again, instead of spinning. The stream
-/// never ends. It must be polled inside a tokio runtime with I/O and time
-/// enabled.
+/// back by Nagle's algorithm, and TCP keepalive on: after 60 s without
+/// traffic the kernel probes the peer every 10 s and resets the connection
+/// after 5 unanswered probes, so that a peer that vanished without a FIN is
+/// found in about two minutes even with no time limits set (see the
+/// [module docs](super#accepted-connections)). A connection on which
+/// keepalive cannot be set is accepted all the same; for other values, set
+/// them through `socket2::SockRef` on [`TcpStream::get_ref`].
+///
+/// A failed accept is yielded as an `Err`, for the multiplexer to count,
+/// and the stream goes on; after resource exhaustion (`EMFILE`, `ENFILE`,
+/// `ENOBUFS`, `ENOMEM`) it waits 50 ms on tokio's timer before accepting
+/// again, instead of spinning. The stream never ends. It must be polled
+/// inside a tokio runtime with I/O and time enabled.
 ///
 /// # Examples
 ///
@@ -113,16 +117,72 @@ const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 pub fn incoming(listener: TcpListener) -> Incoming {
     Incoming {
         listener,
-        backoff: None,
+        backoff: Backoff::new(|period| Box::pin(tokio::time::sleep(period))),
     }
+}
+
+/// A [`Clock`] that ticks every `period` on tokio's timer, for the
+/// multiplexer's time limits.
+///
+/// The multiplexer measures its time limits (how long a connection may stay
+/// silent, how long a write may stall) by counting the ticks of this one
+/// clock: one timer for the whole multiplexer, not one per connection. A
+/// limit is noticed up to a period after it passes, and each tick wakes the
+/// multiplexer once, so a period of about a tenth of the shortest limit is
+/// a fair trade; tokio's timer counts whole milliseconds, so a shorter
+/// period ticks no faster. A period of zero is taken as one nanosecond, as
+/// [`Clock::new`] does.
+///
+/// The clock may be built anywhere, but must be polled inside a tokio
+/// runtime with time enabled, as the multiplexer does when it runs there.
+/// The first tick comes a period after the multiplexer first polls the
+/// clock. A tick that comes late (the executor was busy) delays the ones
+/// after it instead of being made up in a burst
+/// ([`MissedTickBehavior::Delay`]), which would count the time the server
+/// itself lost against every connection at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stream_multiplexer::runtime::tokio::clock;
+///
+/// // No runtime is needed to build it.
+/// let every_second = clock(Duration::from_secs(1));
+/// assert_eq!(every_second.period(), Duration::from_secs(1));
+///
+/// let never_zero = clock(Duration::ZERO);
+/// assert_eq!(never_zero.period(), Duration::from_nanos(1));
+/// ```
+pub fn clock(period: Duration) -> Clock {
+    Clock::new(period, ticks(timer_period(period)))
+}
+
+/// One item every `period`, on tokio's timer.
+///
+/// The interval is made at the first poll: making one outside a runtime
+/// panics, and a clock is often built before the runtime starts. It is
+/// reset at once because a tokio interval's first tick is immediate, which
+/// would count a period that has not passed.
+fn ticks(period: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    let mut interval: Option<Interval> = None;
+    futures::stream::poll_fn(move |cx| {
+        let interval = interval.get_or_insert_with(|| {
+            let mut interval = tokio::time::interval(period);
+            interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            interval.reset();
+            interval
+        });
+        interval.poll_tick(cx).map(|_| Some(()))
+    })
 }
 
 /// The stream returned by [`incoming`].
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming {
     listener: TcpListener,
-    /// Set after a resource-exhaustion error: no accept until it fires.
-    backoff: Option<Pin<Box<Sleep>>>,
+    /// After a resource-exhaustion error, no accept until its wait is over.
+    backoff: Backoff<Sleep>,
 }
 
 impl Incoming {
@@ -152,20 +212,16 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(backoff) = &mut this.backoff {
-            ready!(backoff.as_mut().poll(cx));
-            this.backoff = None;
-        }
+        ready!(this.backoff.poll_wait(cx));
         let accepted = ready!(this.listener.poll_accept(cx)).and_then(|(stream, _peer)| {
             stream.set_nodelay(true)?;
+            keepalive::enable(SockRef::from(&stream));
             Ok(TcpStream {
                 inner: stream.compat(),
             })
         });
-        if let Err(error) = &accepted
-            && is_resource_exhaustion(error)
-        {
-            this.backoff = Some(Box::pin(tokio::time::sleep(EXHAUSTION_BACKOFF)));
+        if let Err(error) = &accepted {
+            this.backoff.after_error(error);
         }
         Poll::Ready(Some(accepted))
     }
@@ -181,7 +237,7 @@ impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("listener", &self.listener)
-            .field("backing_off", &self.backoff.is_some())
+            .field("backing_off", &self.backoff.is_waiting())
             .finish()
     }
 }
@@ -266,5 +322,50 @@ impl IntoHalves for TcpStream {
     fn into_halves(self) -> (Self::Read, Self::Write) {
         let (read, write) = self.inner.into_inner().into_split();
         (read.compat(), write.compat_write())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::clock_scenarios;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a tokio runtime")
+    }
+
+    #[test]
+    fn ticks_are_never_early() {
+        runtime().block_on(clock_scenarios::ticks_are_never_early(
+            ticks(clock_scenarios::PERIOD),
+            tokio::time::sleep,
+        ));
+    }
+
+    #[test]
+    fn ticks_missed_while_busy_are_not_made_up_in_a_burst() {
+        runtime().block_on(clock_scenarios::missed_ticks_are_not_made_up_in_a_burst(
+            ticks(clock_scenarios::PERIOD),
+            tokio::time::sleep,
+        ));
+    }
+
+    /// tokio's interval panics on a period of zero.
+    #[test]
+    fn a_zero_period_clock_still_ticks() {
+        runtime().block_on(clock_scenarios::ticks_at_all(
+            ticks(timer_period(Duration::ZERO)),
+            tokio::time::sleep,
+        ));
+    }
+
+    /// The interval needs a runtime, but only once the clock is polled.
+    #[test]
+    fn a_clock_built_outside_a_runtime_ticks_inside_one() {
+        let ticks = ticks(clock_scenarios::PERIOD);
+        runtime().block_on(clock_scenarios::ticks_at_all(ticks, tokio::time::sleep));
     }
 }

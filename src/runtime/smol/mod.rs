@@ -17,18 +17,15 @@ use async_io::{Async, Timer};
 use async_net::TcpListener;
 use futures::Stream;
 use futures::stream::FusedStream;
+use socket2::SockRef;
 
-use super::is_resource_exhaustion;
+use super::backoff::Backoff;
+use super::{keepalive, timer_period};
+use crate::Clock;
 
 mod connection;
 
 pub use connection::Connection;
-
-/// How long to wait before accepting again after the process or system ran
-/// out of file descriptors or memory: long enough for some connections to
-/// close and give theirs back, short enough that clients waiting in the
-/// listen backlog hardly notice.
-const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 
 /// Turns a listener into an owned, `'static` stream of accepted
 /// connections, for [`HalvesStream`](crate::HalvesStream).
@@ -40,6 +37,14 @@ const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 /// write, and Nagle's algorithm would hold a small frame back for up to one
 /// round trip (tens of milliseconds when it meets delayed ACKs) waiting for
 /// more.
+///
+/// Each accepted connection also has TCP keepalive on: after 60 s without
+/// traffic the kernel probes the peer every 10 s and resets the connection
+/// after 5 unanswered probes, so that a peer that vanished without a FIN is
+/// found in about two minutes even with no time limits set (see the
+/// [module docs](super#accepted-connections)). A connection on which it
+/// cannot be set is accepted all the same. For other values, set them on
+/// the connection through `socket2::SockRef`.
 ///
 /// A failed accept is yielded as an `Err`, for the multiplexer to count;
 /// the stream goes on. When the failure is resource exhaustion (out of file
@@ -73,7 +78,7 @@ const EXHAUSTION_BACKOFF: Duration = Duration::from_millis(50);
 pub fn incoming(listener: TcpListener) -> Incoming {
     Incoming {
         listener: listener.into(),
-        backoff: None,
+        backoff: Backoff::new(|period| Box::pin(Timer::after(period))),
     }
 }
 
@@ -115,6 +120,54 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::try_from(listener)
 }
 
+/// A [`Clock`] that ticks every `period` on smol's timer, for the
+/// multiplexer's time limits.
+///
+/// The multiplexer measures its time limits (how long a connection may stay
+/// silent, how long a write may stall) by counting the ticks of this one
+/// clock: one timer for the whole multiplexer, not one per connection. A
+/// limit is noticed up to a period after it passes, and each tick wakes the
+/// multiplexer once, so a period of about a tenth of the shortest limit is
+/// a fair trade. A period of zero is taken as one nanosecond, as
+/// [`Clock::new`] does.
+///
+/// The first tick comes a period after the multiplexer first polls the
+/// clock. A tick that comes late (the executor was busy) delays the ones
+/// after it instead of being made up in a burst, which would count the time
+/// the server itself lost against every connection at once.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use stream_multiplexer::runtime::smol::clock;
+///
+/// let every_second = clock(Duration::from_secs(1));
+/// assert_eq!(every_second.period(), Duration::from_secs(1));
+///
+/// let never_zero = clock(Duration::ZERO);
+/// assert_eq!(never_zero.period(), Duration::from_nanos(1));
+/// ```
+pub fn clock(period: Duration) -> Clock {
+    Clock::new(period, ticks(timer_period(period)))
+}
+
+/// One item every `period`, on async-io's timer.
+///
+/// The timer is made at the first poll, so that the first tick comes a
+/// period after the multiplexer starts counting, not after the clock was
+/// built. Each tick sets the next one a period after it fires: async-io's
+/// own `Timer::interval` would instead fire every tick it missed at once.
+fn ticks(period: Duration) -> impl Stream<Item = ()> + Send + 'static {
+    let mut timer: Option<Timer> = None;
+    futures::stream::poll_fn(move |cx| {
+        let timer = timer.get_or_insert_with(|| Timer::after(period));
+        ready!(Pin::new(&mut *timer).poll(cx));
+        timer.set_after(period);
+        Poll::Ready(Some(()))
+    })
+}
+
 /// The stream returned by [`incoming`]: accepted connections, or the error
 /// of a failed accept.
 ///
@@ -122,8 +175,8 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 #[must_use = "streams do nothing unless polled"]
 pub struct Incoming {
     listener: Arc<Async<StdTcpListener>>,
-    /// Set after a resource-exhaustion error: no accept until it fires.
-    backoff: Option<Timer>,
+    /// After a resource-exhaustion error, no accept until its wait is over.
+    backoff: Backoff<Timer>,
 }
 
 impl Incoming {
@@ -147,10 +200,11 @@ impl Incoming {
     }
 
     /// Accepts one connection without blocking, as a non-blocking
-    /// [`Connection`] with `TCP_NODELAY` set.
+    /// [`Connection`] with `TCP_NODELAY` and keepalive set.
     fn try_accept(&self) -> io::Result<Connection> {
         let (stream, _peer) = self.listener.get_ref().accept()?;
         stream.set_nodelay(true)?;
+        keepalive::enable(SockRef::from(&stream));
         Ok(Connection::new(Async::new(stream)?))
     }
 }
@@ -160,10 +214,7 @@ impl Stream for Incoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if let Some(timer) = &mut this.backoff {
-            ready!(Pin::new(timer).poll(cx));
-            this.backoff = None;
-        }
+        ready!(this.backoff.poll_wait(cx));
         loop {
             match this.try_accept() {
                 Ok(stream) => return Poll::Ready(Some(Ok(stream))),
@@ -174,9 +225,7 @@ impl Stream for Incoming {
                 }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    if is_resource_exhaustion(&error) {
-                        this.backoff = Some(Timer::after(EXHAUSTION_BACKOFF));
-                    }
+                    this.backoff.after_error(&error);
                     return Poll::Ready(Some(Err(error)));
                 }
             }
@@ -194,7 +243,37 @@ impl fmt::Debug for Incoming {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Incoming")
             .field("listener", &self.listener)
-            .field("backing_off", &self.backoff.is_some())
+            .field("backing_off", &self.backoff.is_waiting())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::clock_scenarios;
+
+    #[test]
+    fn ticks_are_never_early() {
+        smol::block_on(clock_scenarios::ticks_are_never_early(
+            ticks(clock_scenarios::PERIOD),
+            Timer::after,
+        ));
+    }
+
+    #[test]
+    fn ticks_missed_while_busy_are_not_made_up_in_a_burst() {
+        smol::block_on(clock_scenarios::missed_ticks_are_not_made_up_in_a_burst(
+            ticks(clock_scenarios::PERIOD),
+            Timer::after,
+        ));
+    }
+
+    #[test]
+    fn a_zero_period_clock_still_ticks() {
+        smol::block_on(clock_scenarios::ticks_at_all(
+            ticks(timer_period(Duration::ZERO)),
+            Timer::after,
+        ));
     }
 }
