@@ -297,7 +297,9 @@ fn a_connection_for_which_no_id_is_free_is_a_failed_accept_not_a_stream() {
 
     let (first_write, mut first_client) = mpsc::channel::<u32>(8);
     let (_first_to_server, first_read) = mpsc::unbounded::<u32>();
-    accept.unbounded_send(Ok((first_write, first_read))).unwrap();
+    accept
+        .unbounded_send(Ok((first_write, first_read)))
+        .unwrap();
     let (second_write, mut second_client) = mpsc::channel::<u32>(8);
     let (_second_to_server, second_read) = mpsc::unbounded::<u32>();
     accept
@@ -315,7 +317,10 @@ fn a_connection_for_which_no_id_is_free_is_a_failed_accept_not_a_stream() {
     assert_eq!(snapshot.accept_errors, 1);
     assert_eq!(snapshot.streams_open, 1);
     assert_eq!(snapshot.closed_with_channel, 0);
-    assert_eq!(snapshot.accepted, snapshot.streams_open + snapshot.departed());
+    assert_eq!(
+        snapshot.accepted,
+        snapshot.streams_open + snapshot.departed()
+    );
     assert!(
         matches!(second_client.try_recv(), Err(e) if e.is_closed()),
         "the newcomer's connection was closed"
