@@ -23,9 +23,18 @@
 //! connections and bad input on stderr. Ctrl-C stops it; the system then
 //! closes every connection.
 //!
-//! A client should keep its sending side open while it wants replies (no
-//! `nc -N` or `nc -q`): the multiplexer closes a connection as soon as its
-//! reading side ends, with whatever had not been written to it yet.
+//! A client that sends its lines and half-closes (`printf '/nick a\n' | nc
+//! -N`, `socat`, most scripts) still gets every reply: the multiplexer
+//! announces its end but lets the server answer what it read, and the
+//! server then closes the connection (see [`Outbox::farewell`]).
+//!
+//! # Time limits
+//!
+//! The multiplexer runs with a clock (one timer for every connection): a
+//! client that completes no line for [`IDLE_TIMEOUT`] is told `* idle, bye`
+//! and closed, and one whose socket takes no bytes for [`WRITE_TIMEOUT`]
+//! while lines wait for it is dropped. The system's TCP keepalive, which
+//! the smol adapter turns on, finds peers that vanished without a word.
 //!
 //! # Why two channels
 //!
@@ -66,11 +75,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt, stream};
 use stream_multiplexer::codec::{LineError, RecoveringLinesCodec};
-use stream_multiplexer::runtime::smol::{Incoming, bind, incoming};
+use stream_multiplexer::runtime::smol::{Incoming, bind, clock, incoming};
 use stream_multiplexer::{
     ChannelId, DisconnectReason, HalvesStream, IncomingMessage, IncomingPacket, MultiplexerBuilder,
     OutgoingMessage, OutgoingPacket, StreamId,
@@ -81,12 +91,20 @@ const DEFAULT_ADDR: &str = "127.0.0.1:7878";
 /// Longest line, in bytes, either way: what one connection can make the
 /// server buffer.
 const MAX_LINE: usize = 4 * 1024;
-/// Lines queued for one client before it counts as not reading and is
-/// disconnected. Plenty for a person at a terminal (the socket's own buffer
-/// fills first), and it caps what a client that stops reading can cost at
-/// 128 lines of at most 4 KiB (less when they are broadcasts, which are
-/// shared).
+/// Lines queued for one client while its socket takes no more. A burst (a
+/// paste of a thousand lines into a room) is written out as fast as each
+/// reader's socket takes it; only a client whose socket is full *and* that
+/// has this many lines waiting has stopped reading, and is disconnected. It
+/// caps what such a client costs at 128 lines of at most 4 KiB (less when
+/// they are broadcasts, which are shared).
 const BACKLOG_PER_CLIENT: usize = 128;
+/// A client that completes no line for this long is told so and closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// A client whose socket takes no bytes for this long while lines wait for
+/// it is dropped: it stopped reading, or its network did.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the multiplexer's clock ticks: the resolution of the limits.
+const CLOCK_PERIOD: Duration = Duration::from_secs(1);
 /// Connections served at once; more wait in the listen backlog.
 const MAX_CLIENTS: usize = 10_000;
 /// The kernel's queue of connections not yet accepted (capped by
@@ -179,6 +197,9 @@ async fn serve(connections: Incoming) -> Result<(), Box<dyn Error>> {
     let multiplexer = MultiplexerBuilder::new(BACKLOG_PER_CLIENT)
         .default_channel(LOBBY)
         .max_streams(MAX_CLIENTS)
+        .clock(clock(CLOCK_PERIOD))
+        .idle_timeout(IDLE_TIMEOUT)
+        .write_timeout(WRITE_TIMEOUT)
         .build(outgoing, vec![lobby_in, rooms_in]);
 
     let nicknames = Nicknames::shared();
@@ -247,6 +268,21 @@ impl Outbox {
         self.0.push(OutgoingPacket::Shutdown(vec![id]));
     }
 
+    /// A client left its channel: what it is owed now. A client whose
+    /// reading side ended (a half-close) or that was idle too long can
+    /// still be written to: it has had its replies (they were sent before
+    /// this, in answer to the lines read before its end), so it is closed;
+    /// an idle one is told why first. Other departures have closed the
+    /// connection already, or moved it.
+    fn farewell(&mut self, id: StreamId, reason: DisconnectReason) {
+        match reason {
+            DisconnectReason::IdleTimeout => self.goodbye(id, "* idle, bye".to_owned()),
+            DisconnectReason::Linkdead => self.0.push(OutgoingPacket::Shutdown(vec![id])),
+            _ => {}
+        }
+    }
+
+
     /// A client sent a line over 4 KiB or one that is not UTF-8: it is
     /// told why, then disconnected.
     fn reject(&mut self, id: StreamId, error: LineError) {
@@ -309,6 +345,16 @@ impl Gate {
             },
         }
     }
+}
+
+/// Whether a stream announced as gone for `reason` may still be open for
+/// writing: its client half-closed (or its connection failed: then what is
+/// sent is dropped and counted), or it was idle too long.
+fn can_still_be_written_to(reason: DisconnectReason) -> bool {
+    matches!(
+        reason,
+        DisconnectReason::Linkdead | DisconnectReason::IdleTimeout
+    )
 }
 
 /// Cuts a line to the codec's maximum (at a character boundary). The codec
@@ -451,8 +497,18 @@ impl Consumer for Lobby {
             IncomingPacket::StreamDisconnected(_, DisconnectReason::ChannelChange(_)) => {}
             IncomingPacket::StreamDisconnected(id, reason) => {
                 eprintln!("client {id} left from the lobby ({reason:?})");
+                let mut nicknames = Nicknames::lock(&self.nicknames);
+                if can_still_be_written_to(reason) && nicknames.is_arriving(id) {
+                    // `/nick` then a half-close: the move goes ahead, and
+                    // the rooms greet it, collect its name and close it.
+                    // (Had its connection failed instead, the move finds
+                    // it gone and its name stays taken: that takes a write
+                    // error in the moment between `/nick` and the move.)
+                    return;
+                }
                 // It may have claimed a name and left before the move.
-                Nicknames::lock(&self.nicknames).cancel(id);
+                nicknames.cancel(id);
+                outbox.farewell(id, reason);
             }
             IncomingPacket::Message(IncomingMessage {
                 stream_id,
@@ -550,6 +606,7 @@ impl Rooms {
     }
 
     fn depart(&mut self, id: StreamId, reason: DisconnectReason, outbox: &mut Outbox) {
+        outbox.farewell(id, reason);
         let Some(user) = self.users.remove(&id) else {
             return;
         };

@@ -196,6 +196,12 @@ pub enum OutgoingPacket<V> {
     /// Send every value, in order, to every listed stream.
     Message(OutgoingMessage<V>),
     /// Move the listed streams to a channel.
+    ///
+    /// A stream that has left but can still be written to (its client
+    /// half-closed, or it was idle too long: see guarantee 14 of the crate
+    /// docs) moves too: its new channel sees `StreamConnected` and at once
+    /// `StreamDisconnected` with the reason it left, so that the new
+    /// channel's consumer can still answer it.
     ChangeChannel(Vec<StreamId>, ChannelId),
     /// Flush what is queued for the listed streams, then close them.
     Shutdown(Vec<StreamId>),

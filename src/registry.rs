@@ -19,7 +19,7 @@ use slab::Slab;
 
 use crate::reader::Reader;
 use crate::writer::Writer;
-use crate::{ChannelId, IdGen, StreamId};
+use crate::{ChannelId, DisconnectReason, IdGen, StreamId};
 
 /// One stream as the multiplexer holds it.
 #[derive(Debug)]
@@ -42,11 +42,11 @@ pub(crate) struct StreamEntry<W, R, V> {
 pub(crate) enum StreamState<R> {
     /// Read and addressable.
     Open(Reader<R>),
-    /// Its channel was told it left (its reader ended, or it was idle too
-    /// long), but the application can still send it a last word and close
-    /// it; with a clock, it closes by itself once the write timeout has
-    /// passed since `since`.
-    Leaving { since: u64 },
+    /// Its channel was told it left, for `reason` (its reader ended, or it
+    /// was idle too long), but the application can still send it a last
+    /// word, move it, and close it; with a clock, it closes by itself once
+    /// the write timeout has passed since `since`.
+    Leaving { since: u64, reason: DisconnectReason },
     /// Flushing what was queued for it, then closing; no longer
     /// addressable.
     Closing,

@@ -80,7 +80,10 @@ pub struct StatsSnapshot {
     pub frames_in: u64,
     /// Values handed to streams' write sinks.
     pub frames_out: u64,
-    /// `StreamDisconnected` announcements made, by reason.
+    /// Departures and moves, by reason: one per stream that left (and one
+    /// per move). A stream moved after it left (see
+    /// [`OutgoingPacket::ChangeChannel`](crate::OutgoingPacket::ChangeChannel))
+    /// is announced to its new channel too, and not counted again.
     pub disconnects: DisconnectCounts,
     /// (packet, id) pairs dropped because the id belonged to no open stream.
     pub dropped_unknown_id: u64,

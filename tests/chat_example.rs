@@ -189,6 +189,59 @@ fn an_endless_line_gets_an_error_line_while_the_room_chats_on() {
     assert_eq!(bob.recv_line(), "* in #general: alice, bob");
 }
 
+/// One user pastes a thousand lines into a room at once: every reader gets
+/// every line, in order, and nobody is disconnected — the backlog counts
+/// only what a reader's socket has not taken, and theirs take it.
+#[test]
+fn a_thousand_line_paste_reaches_every_reader_and_nobody_is_disconnected() {
+    const LINES: usize = 1000;
+    let server = Chat::start();
+    let mut readers: Vec<Client> = (0..4).map(|i| server.named(&format!("r{i}"))).collect();
+    let mut paster = server.named("paster");
+    let paste: String = (0..LINES).map(|i| format!("line {i}\n")).collect();
+    paster.write(paste.as_bytes());
+
+    for (i, reader) in readers.iter_mut().enumerate() {
+        // Past the notices of those who joined after it.
+        let mut line = reader.recv_line();
+        while line.starts_with("* ") && line.ends_with(" joined #general") {
+            line = reader.recv_line();
+        }
+        for n in 0..LINES {
+            assert_eq!(line, format!("<paster> line {n}"), "reader {i}");
+            if n + 1 < LINES {
+                line = reader.recv_line();
+            }
+        }
+    }
+    paster.send_line("/who");
+    assert_eq!(
+        paster.recv_line(),
+        "* in #general: r0, r1, r2, r3, paster",
+        "nobody was disconnected"
+    );
+}
+
+/// `printf '/nick a\n' | nc -N`: the client sends its line and half-closes
+/// at once. It gets the welcome and the hello, every time, then the server
+/// closes the connection.
+#[test]
+fn a_client_that_half_closes_gets_its_replies_every_time() {
+    let server = Chat::start();
+    for attempt in 0..20 {
+        let mut client = Client::connect(server.server.address, server.server.framing);
+        client.send_line(&format!("/nick a{attempt}"));
+        client.shutdown_write();
+        assert!(client.recv_line().starts_with("* welcome!"), "try {attempt}");
+        assert_eq!(
+            client.recv_line(),
+            format!("* hello a{attempt}, you are in #general"),
+            "try {attempt}"
+        );
+        client.expect_closed();
+    }
+}
+
 /// The chat example, running (`tcp::child`), and how its users join it.
 struct Chat {
     server: ExampleServer,

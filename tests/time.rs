@@ -379,3 +379,36 @@ fn a_departed_stream_leaves_nothing_in_the_timer_wheel_to_act_on() {
     harness.settle();
     assert_eq!(second.received(), (vec![1], false));
 }
+
+/// A client that sends its login and half-closes at once: the application
+/// moves it on, and the next channel's consumer still gets to greet it.
+#[test]
+fn a_half_closed_client_moved_on_is_announced_to_its_new_channel_and_answered_there() {
+    let mut harness = Harness::new(timed(None, Some(5)));
+    let (mut client, id) = harness.connect_on(0);
+    client.send(1);
+    client.hang_up();
+    harness.settle();
+    assert_eq!(
+        disconnects_of(&harness.drain(0), id),
+        [DisconnectReason::Linkdead]
+    );
+
+    harness.send(OutgoingPacket::ChangeChannel(vec![id], 1));
+    harness.settle();
+    assert_eq!(
+        harness.drain(1),
+        [
+            IncomingPacket::StreamConnected(id),
+            IncomingPacket::StreamDisconnected(id, DisconnectReason::Linkdead),
+        ]
+    );
+    assert!(harness.drain(0).is_empty(), "the old channel heard nothing more");
+    harness.message([id], [42]);
+    harness.send(OutgoingPacket::Shutdown(vec![id]));
+    harness.settle();
+    assert_eq!(client.received(), (vec![42], true));
+    let snapshot = harness.stats.snapshot();
+    assert_eq!(snapshot.disconnects.linkdead, 1, "one departure");
+    assert_eq!(snapshot.accepted, snapshot.streams_open + snapshot.departed());
+}

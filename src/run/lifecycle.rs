@@ -119,7 +119,8 @@ impl<P: Parts> Streams<P> {
         self.channels[channel].announce_connected(id);
     }
 
-    /// Moves an open stream to another channel. The old channel's
+    /// Moves an open or leaving stream to another channel. For an open one,
+    /// the old channel's
     /// `StreamDisconnected` follows every message already handed to it
     /// (frames go to the sink as soon as they are read), and the new
     /// channel's `StreamConnected` is queued before the reader is polled in
@@ -137,20 +138,28 @@ impl<P: Parts> Streams<P> {
         let Some(entry) = self.registry.get_mut(key) else {
             return;
         };
-        let StreamState::Open(reader) = &mut entry.state else {
-            // Leaving: it is in no channel any more.
-            self.stats.dropped_unknown_id();
-            return;
-        };
         let from = entry.channel;
         if from == to {
             return;
         }
         entry.channel = to;
-        reader.rewake(Wakeup::reader(&self.hub, to, key));
-        self.channels[from].announce_disconnected(id, DisconnectReason::ChannelChange(to));
-        self.stats.moved(to);
-        self.channels[to].announce_connected(id);
+        match &mut entry.state {
+            StreamState::Open(reader) => {
+                reader.rewake(Wakeup::reader(&self.hub, to, key));
+                self.channels[from].announce_disconnected(id, DisconnectReason::ChannelChange(to));
+                self.stats.moved(to);
+                self.channels[to].announce_connected(id);
+            }
+            StreamState::Leaving { reason, .. } => {
+                // It left its old channel already. Its new one sees a visit
+                // with no messages, so that whoever the application meant to
+                // answer it there can (a client that sent its login and
+                // half-closed still gets the welcome of the next channel).
+                self.channels[to].announce_connected(id);
+                self.channels[to].announce_disconnected(id, *reason);
+            }
+            StreamState::Closing => {}
+        }
     }
 
     /// Ends a stream's open life, or the rest of it, as `close` says.
@@ -168,9 +177,10 @@ impl<P: Parts> Streams<P> {
         }
         let lingers = self.timers.as_ref().is_some_and(Timers::lingers);
         match close {
-            Close::Leave(_) if was_open && lingers => {
+            Close::Leave(reason) if was_open && lingers => {
                 let since = self.now();
-                self.registry.set_state(key, StreamState::Leaving { since });
+                self.registry
+                    .set_state(key, StreamState::Leaving { since, reason });
                 self.schedule(key);
             }
             Close::Leave(_) | Close::Gracefully(_) => {

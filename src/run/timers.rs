@@ -92,7 +92,7 @@ impl Timers {
     fn deadline<W, R, V>(&self, entry: &StreamEntry<W, R, V>) -> Option<u64> {
         let state = match entry.state {
             StreamState::Open(_) => self.idle_ticks.map(|t| entry.last_read.saturating_add(t)),
-            StreamState::Leaving { since } => self.linger_ticks().map(|t| since.saturating_add(t)),
+            StreamState::Leaving { since, .. } => self.linger_ticks().map(|t| since.saturating_add(t)),
             StreamState::Closing => None,
         };
         let write = self
@@ -142,7 +142,7 @@ impl Timers {
             StreamState::Open(_) if passed(self.idle_ticks, entry.last_read) => {
                 return Some(Expiry::Idle);
             }
-            StreamState::Leaving { since } if passed(self.linger_ticks(), since) => {
+            StreamState::Leaving { since, .. } if passed(self.linger_ticks(), since) => {
                 return Some(Expiry::Linger);
             }
             _ => {}
