@@ -282,7 +282,6 @@ impl Outbox {
         }
     }
 
-
     /// A client sent a line over 4 KiB or one that is not UTF-8: it is
     /// told why, then disconnected.
     fn reject(&mut self, id: StreamId, error: LineError) {

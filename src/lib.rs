@@ -185,15 +185,20 @@
 //!    chatty stream cannot starve a quiet one.
 //! 8. **Failures stay local.** A failed accept is counted; serving goes on. A
 //!    stream whose reader ends or errors delivers what it read, then leaves
-//!    with [`Linkdead`], as does one whose write fails. A channel sink that
-//!    closes or fails closes its streams (counted); other channels go on.
+//!    with [`Linkdead`], as does one whose write fails. A client that only
+//!    half-closed still gets what was queued for it (and, with a clock, what
+//!    is sent to it until the application closes it: see 14). A channel
+//!    sink that closes or fails closes its streams (counted); other
+//!    channels go on.
 //! 9. **Codec bounds.** The [`codec`]s check a frame's length against their
 //!    maximum before buffering it (for [`LengthDelimitedCodec`], 8 MiB by
 //!    default). A frame too long for the length field is an encode error,
 //!    never a silent truncation.
 //! 10. **Stream limit.** At [`max_streams`], `Run` stops accepting until a
-//!     stream leaves. A stream closed by `Shutdown` no longer counts while it
-//!     flushes; a newcomer over the limit evicts the one flushing longest.
+//!     stream leaves. A stream that has left its channel (closed by
+//!     `Shutdown`, or half-closed by its client) no longer counts while it
+//!     flushes; a newcomer over the limit evicts the one that left longest
+//!     ago.
 //! 11. **Shutdown and abort.** [`ControlMessage::Shutdown`] (or the end of
 //!     the control stream) stops accepting and reading, flushes what is
 //!     queued, closes every connection and resolves `Ok(())`.
@@ -205,12 +210,16 @@
 //!     values, a 16 KiB write buffer (by default), a read buffer bounded by
 //!     the codec's maximum frame; idle connections hold no buffers. The
 //!     kernel's socket buffers are outside (see RELIABILITY.md in the repository).
-//! 14. **Time limits (with a [`Clock`]).** With a clock given to the builder,
-//!     a stream that completes no frame for the idle timeout is closed with
-//!     `DisconnectReason::IdleTimeout`; one whose socket takes no bytes for
-//!     the write timeout while values wait, with `DisconnectReason::WriteTimeout`.
-//!     The write timeout bounds every flush: after `Shutdown`, after the
-//!     client half-closed, at graceful shutdown. With no clock, nothing changes.
+//! 14. **Time limits (with a [`Clock`]).** With a clock given to the
+//!     builder, a stream that completes no frame for the [idle timeout]
+//!     leaves with [`IdleTimeout`]; one whose socket takes no bytes for the
+//!     [write timeout] while values wait is dropped ([`WriteTimeout`]). The
+//!     write timeout bounds every flush: after `Shutdown`, after the client
+//!     half-closed, at graceful shutdown. A stream that left with
+//!     `IdleTimeout` or `Linkdead` (a half-close) can still be sent a last
+//!     word, moved and closed by the application until the write timeout
+//!     has passed. Checking deadlines costs nothing per connection while no
+//!     deadline is near. With no clock, nothing is timed.
 //!
 //! [`StreamConnected`]: IncomingPacket::StreamConnected
 //! [`StreamDisconnected`]: IncomingPacket::StreamDisconnected
@@ -221,6 +230,10 @@
 //! [`Linkdead`]: DisconnectReason::Linkdead
 //! [`LengthDelimitedCodec`]: codec::LengthDelimitedCodec
 //! [`max_streams`]: MultiplexerBuilder::max_streams
+//! [`IdleTimeout`]: DisconnectReason::IdleTimeout
+//! [`WriteTimeout`]: DisconnectReason::WriteTimeout
+//! [idle timeout]: MultiplexerBuilder::idle_timeout
+//! [write timeout]: MultiplexerBuilder::write_timeout
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -46,7 +46,10 @@ pub(crate) enum StreamState<R> {
     /// was idle too long), but the application can still send it a last
     /// word, move it, and close it; with a clock, it closes by itself once
     /// the write timeout has passed since `since`.
-    Leaving { since: u64, reason: DisconnectReason },
+    Leaving {
+        since: u64,
+        reason: DisconnectReason,
+    },
     /// Flushing what was queued for it, then closing; no longer
     /// addressable.
     Closing,

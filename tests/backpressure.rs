@@ -1,4 +1,4 @@
-//! SPEC §4.5–4.7: backpressure per channel, bounded backlogs per stream, and
+//! Guarantees 5–7 of the crate docs: backpressure per channel, bounded backlogs per stream, and
 //! bounded work per poll.
 
 mod common;

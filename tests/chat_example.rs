@@ -232,7 +232,10 @@ fn a_client_that_half_closes_gets_its_replies_every_time() {
         let mut client = Client::connect(server.server.address, server.server.framing);
         client.send_line(&format!("/nick a{attempt}"));
         client.shutdown_write();
-        assert!(client.recv_line().starts_with("* welcome!"), "try {attempt}");
+        assert!(
+            client.recv_line().starts_with("* welcome!"),
+            "try {attempt}"
+        );
         assert_eq!(
             client.recv_line(),
             format!("* hello a{attempt}, you are in #general"),

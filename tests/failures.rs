@@ -1,4 +1,4 @@
-//! SPEC §4.8 and §4.10: failures and limits each have one clear outcome and
+//! Guarantees 8 and 10 of the crate docs: failures and limits each have one clear outcome and
 //! disturb nothing else.
 
 mod common;

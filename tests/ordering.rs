@@ -1,4 +1,4 @@
-//! SPEC §4.1–4.4: ordering and exactly-once, across channel moves, for
+//! Guarantees 1–4 of the crate docs: ordering and exactly-once, across channel moves, for
 //! outgoing packets, and for ids.
 
 mod common;

@@ -1,4 +1,4 @@
-//! SPEC §4.11: graceful shutdown flushes then closes; abort drops at once;
+//! Guarantee 11 of the crate docs: graceful shutdown flushes then closes; abort drops at once;
 //! either way every connection is closed when `Run` resolves.
 
 mod common;

@@ -1,4 +1,4 @@
-//! SPEC §4.12: every outcome is delivered or counted, and the counters can be
+//! Guarantee 12 of the crate docs: every outcome is delivered or counted, and the counters can be
 //! read from anywhere.
 
 mod common;

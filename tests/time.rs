@@ -403,12 +403,18 @@ fn a_half_closed_client_moved_on_is_announced_to_its_new_channel_and_answered_th
             IncomingPacket::StreamDisconnected(id, DisconnectReason::Linkdead),
         ]
     );
-    assert!(harness.drain(0).is_empty(), "the old channel heard nothing more");
+    assert!(
+        harness.drain(0).is_empty(),
+        "the old channel heard nothing more"
+    );
     harness.message([id], [42]);
     harness.send(OutgoingPacket::Shutdown(vec![id]));
     harness.settle();
     assert_eq!(client.received(), (vec![42], true));
     let snapshot = harness.stats.snapshot();
     assert_eq!(snapshot.disconnects.linkdead, 1, "one departure");
-    assert_eq!(snapshot.accepted, snapshot.streams_open + snapshot.departed());
+    assert_eq!(
+        snapshot.accepted,
+        snapshot.streams_open + snapshot.departed()
+    );
 }

@@ -1,6 +1,6 @@
 //! Decodes arbitrary bytes into a scenario of the model in
 //! `tests/model/mod.rs` (the one `tests/properties.rs` runs) and checks the
-//! SPEC §4 invariants on it.
+//! invariants of the crate docs' numbered guarantees on it.
 
 #![no_main]
 

@@ -92,7 +92,9 @@ impl Timers {
     fn deadline<W, R, V>(&self, entry: &StreamEntry<W, R, V>) -> Option<u64> {
         let state = match entry.state {
             StreamState::Open(_) => self.idle_ticks.map(|t| entry.last_read.saturating_add(t)),
-            StreamState::Leaving { since, .. } => self.linger_ticks().map(|t| since.saturating_add(t)),
+            StreamState::Leaving { since, .. } => {
+                self.linger_ticks().map(|t| since.saturating_add(t))
+            }
             StreamState::Closing => None,
         };
         let write = self
