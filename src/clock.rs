@@ -65,9 +65,17 @@ impl Clock {
         S: Stream + Send + 'static,
     {
         Self {
-            period: period.max(Duration::from_nanos(1)),
+            period: Self::usable_period(period),
             ticks: Box::pin(ticks.map(|_| ())),
         }
+    }
+
+    /// What a clock makes of `period`: a period of zero becomes one
+    /// nanosecond. The runtime adapters start their timers with it, so
+    /// that timer and clock agree (tokio's interval panics on zero; other
+    /// timers would tick on every poll).
+    pub(crate) fn usable_period(period: Duration) -> Duration {
+        period.max(Duration::from_nanos(1))
     }
 
     /// The time between two ticks.

@@ -19,7 +19,7 @@ use futures::{Stream, StreamExt};
 use socket2::SockRef;
 
 use super::backoff::Backoff;
-use super::{keepalive, timer_period};
+use super::keepalive;
 use crate::Clock;
 
 /// The future of `async_std::task::sleep`, which has no name.
@@ -104,7 +104,7 @@ pub fn incoming(listener: TcpListener) -> Incoming {
 /// assert_eq!(never_zero.period(), Duration::from_nanos(1));
 /// ```
 pub fn clock(period: Duration) -> Clock {
-    Clock::new(period, ticks(timer_period(period)))
+    Clock::new(period, ticks(Clock::usable_period(period)))
 }
 
 /// One item every `period`, on async-std's timer: each tick is a sleep of
@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn a_zero_period_clock_still_ticks() {
         async_std::task::block_on(clock_scenarios::ticks_at_all(
-            ticks(timer_period(Duration::ZERO)),
+            ticks(Clock::usable_period(Duration::ZERO)),
             async_std::task::sleep,
         ));
     }

@@ -61,12 +61,3 @@ mod keepalive;
 
 #[cfg(all(test, any(feature = "smol", feature = "async-std", feature = "tokio")))]
 mod clock_scenarios;
-
-/// The period an adapter's timer ticks at for `clock(period)`: what
-/// [`Clock::new`](crate::Clock::new) makes of `period`, so that the timer
-/// and the clock agree. A period of zero becomes one nanosecond (tokio's
-/// interval panics on zero; the other timers would tick on every poll).
-#[cfg(any(feature = "smol", feature = "async-std", feature = "tokio"))]
-fn timer_period(period: std::time::Duration) -> std::time::Duration {
-    period.max(std::time::Duration::from_nanos(1))
-}

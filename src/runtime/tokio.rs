@@ -70,7 +70,7 @@ use tokio::time::{Interval, MissedTickBehavior, Sleep};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
 
 use super::backoff::Backoff;
-use super::{keepalive, timer_period};
+use super::keepalive;
 use crate::{Clock, IntoHalves};
 
 /// Turns a tokio listener into an owned, `'static` stream of accepted
@@ -155,7 +155,7 @@ pub fn incoming(listener: TcpListener) -> Incoming {
 /// assert_eq!(never_zero.period(), Duration::from_nanos(1));
 /// ```
 pub fn clock(period: Duration) -> Clock {
-    Clock::new(period, ticks(timer_period(period)))
+    Clock::new(period, ticks(Clock::usable_period(period)))
 }
 
 /// One item every `period`, on tokio's timer.
@@ -357,7 +357,7 @@ mod tests {
     #[test]
     fn a_zero_period_clock_still_ticks() {
         runtime().block_on(clock_scenarios::ticks_at_all(
-            ticks(timer_period(Duration::ZERO)),
+            ticks(Clock::usable_period(Duration::ZERO)),
             tokio::time::sleep,
         ));
     }

@@ -20,7 +20,7 @@ use futures::stream::FusedStream;
 use socket2::SockRef;
 
 use super::backoff::Backoff;
-use super::{keepalive, timer_period};
+use super::keepalive;
 use crate::Clock;
 
 mod connection;
@@ -149,7 +149,7 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 /// assert_eq!(never_zero.period(), Duration::from_nanos(1));
 /// ```
 pub fn clock(period: Duration) -> Clock {
-    Clock::new(period, ticks(timer_period(period)))
+    Clock::new(period, ticks(Clock::usable_period(period)))
 }
 
 /// One item every `period`, on async-io's timer.
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_zero_period_clock_still_ticks() {
         smol::block_on(clock_scenarios::ticks_at_all(
-            ticks(timer_period(Duration::ZERO)),
+            ticks(Clock::usable_period(Duration::ZERO)),
             Timer::after,
         ));
     }
