@@ -220,6 +220,16 @@
 //!     word, moved and closed by the application until the write timeout
 //!     has passed. Checking deadlines costs nothing per connection while no
 //!     deadline is near. With no clock, nothing is timed.
+//! 15. **Rooms.** A stream may be in any number of [rooms](Rooms), whatever
+//!     its channel ([`Join`], [`Leave`]). A message to a room reaches each
+//!     member once (optionally all but one, the sender), with one shared
+//!     value and no list of ids; a member leaves every room as soon as its
+//!     departure is announced, so no room holds a stale member.
+//! 16. **Delivery classes.** Per message ([`Delivery`]): *reliable* (the
+//!     default; guarantee 6), *volatile* (dropped and counted for a client
+//!     whose backlog is full, never a disconnect), or *latest by key*
+//!     (replaces a value of the same key still waiting in a backlog, in its
+//!     place: a slow reader gets the newest, never a queue of stale ones).
 //!
 //! [`StreamConnected`]: IncomingPacket::StreamConnected
 //! [`StreamDisconnected`]: IncomingPacket::StreamDisconnected
@@ -228,6 +238,8 @@
 //! [`Shutdown`]: OutgoingPacket::Shutdown
 //! [`BacklogFull`]: DisconnectReason::BacklogFull
 //! [`Linkdead`]: DisconnectReason::Linkdead
+//! [`Join`]: OutgoingPacket::Join
+//! [`Leave`]: OutgoingPacket::Leave
 //! [`LengthDelimitedCodec`]: codec::LengthDelimitedCodec
 //! [`max_streams`]: MultiplexerBuilder::max_streams
 //! [`IdleTimeout`]: DisconnectReason::IdleTimeout
@@ -252,6 +264,7 @@ mod multiplexer;
 mod packet;
 mod reader;
 mod registry;
+mod rooms;
 mod run;
 pub mod runtime;
 mod stats;
@@ -268,8 +281,9 @@ pub use multiplexer::{Multiplexer, MultiplexerBuilder};
 #[allow(deprecated)]
 pub use packet::Iter;
 pub use packet::{
-    ChannelId, ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, OutgoingMessage,
-    OutgoingPacket, PacketItems, StreamId,
+    ChannelId, ControlMessage, Delivery, DisconnectReason, IncomingMessage, IncomingPacket,
+    OutgoingMessage, OutgoingPacket, PacketItems, RoomName, StreamId,
 };
+pub use rooms::Rooms;
 pub use run::Run;
 pub use stats::{DisconnectCounts, Stats, StatsSnapshot};

@@ -8,7 +8,8 @@ use futures::{Sink, Stream};
 use crate::config::{BacklogPolicy, Config};
 use crate::run::{Run, Setup};
 use crate::{
-    ChannelId, Clock, ControlMessage, IdGen, IncomingPacket, IncrementIdGen, OutgoingPacket, Stats,
+    ChannelId, Clock, ControlMessage, IdGen, IncomingPacket, IncrementIdGen, OutgoingPacket, Rooms,
+    Stats,
 };
 
 /// Manages incoming streams of data and the enqueueing of outgoing data.
@@ -451,6 +452,7 @@ impl<Id: IdGen> MultiplexerBuilder<Id> {
                 outgoing,
                 channels,
                 stats: Stats::default(),
+                rooms: Rooms::default(),
             },
         }
     }
@@ -520,6 +522,23 @@ impl<Out, Ch, Id: IdGen> Multiplexer<Out, Ch, Id> {
     /// ```
     pub fn stats(&self) -> Stats {
         self.setup.stats.clone()
+    }
+
+    /// A handle on this multiplexer's rooms: who is in which; see [`Rooms`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::channel::mpsc;
+    /// use stream_multiplexer::{IncomingPacket, Multiplexer, OutgoingPacket};
+    ///
+    /// let (channel0, _rx) = mpsc::channel::<IncomingPacket<u8>>(32);
+    /// let (_tx, outgoing) = mpsc::channel::<OutgoingPacket<u8>>(32);
+    /// let multiplexer = Multiplexer::new(128, outgoing, vec![channel0]);
+    /// assert_eq!(multiplexer.rooms().counts(), (0, 0));
+    /// ```
+    pub fn rooms(&self) -> Rooms {
+        self.setup.rooms.clone()
     }
 
     /// Starts serving: returns the [`Run`] future, which does nothing until

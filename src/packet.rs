@@ -1,6 +1,20 @@
 //! The packets that flow through the multiplexer: [`IncomingPacket`]s to the
 //! channels, [`OutgoingPacket`]s from the application.
 
+use std::sync::Arc;
+
+/// A room's name. Build one from a `&str` or a `String` with `.into()`.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::RoomName;
+///
+/// let room: RoomName = "general".into();
+/// assert_eq!(&*room, "general");
+/// ```
+pub type RoomName = Arc<str>;
+
 /// Identifies one connection for as long as it is open.
 ///
 /// Ids come from an [`IdGen`](crate::IdGen); the multiplexer never gives a new
@@ -205,6 +219,55 @@ pub enum OutgoingPacket<V> {
     ChangeChannel(Vec<StreamId>, ChannelId),
     /// Flush what is queued for the listed streams, then close them.
     Shutdown(Vec<StreamId>),
+    /// Put the listed streams in a room (see [`Rooms`](crate::Rooms)): a
+    /// [`Message`](OutgoingPacket::Message) to the room reaches them. A
+    /// stream may be in any number of rooms, whatever its channel; it
+    /// leaves all of them when its departure is announced. Ids that are not
+    /// open streams are dropped and counted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::channel::mpsc;
+    /// use futures::{StreamExt, executor::block_on, stream};
+    /// use stream_multiplexer::{
+    ///     ControlMessage, IncomingPacket, Multiplexer, OutgoingMessage, OutgoingPacket,
+    /// };
+    ///
+    /// # block_on(async {
+    /// let (lobby, mut lobby_rx) = mpsc::channel::<IncomingPacket<&str>>(8);
+    /// let (outgoing_tx, outgoing) = mpsc::unbounded::<OutgoingPacket<&str>>();
+    /// let multiplexer = Multiplexer::new(16, outgoing, vec![lobby]);
+    /// let rooms = multiplexer.rooms();
+    ///
+    /// let (write, mut client) = mpsc::channel::<&str>(8);
+    /// let halves = stream::iter([Ok((write, stream::pending::<&str>()))]);
+    /// let (control, control_rx) = mpsc::unbounded();
+    /// let consumer = async {
+    ///     let id = lobby_rx.next().await.unwrap().id();
+    ///     outgoing_tx.unbounded_send(OutgoingPacket::Join(vec![id], "general".into())).unwrap();
+    ///     let hello = OutgoingMessage::to_room("general", ["hello, room"]);
+    ///     outgoing_tx.unbounded_send(OutgoingPacket::Message(hello)).unwrap();
+    ///     assert_eq!(client.next().await, Some("hello, room"));
+    ///     assert_eq!(rooms.members("general"), [id]);
+    ///     control.unbounded_send(ControlMessage::Shutdown).unwrap();
+    /// };
+    /// let (result, ()) = futures::join!(multiplexer.run(halves, control_rx), consumer);
+    /// assert!(result.is_ok());
+    /// # });
+    /// ```
+    Join(Vec<StreamId>, RoomName),
+    /// Take the listed streams out of a room. Ids not in it are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingPacket;
+    ///
+    /// let leave = OutgoingPacket::<()>::Leave(vec![7], "general".into());
+    /// assert_eq!(leave.stream_ids().len(), 1);
+    /// ```
+    Leave(Vec<StreamId>, RoomName),
 }
 
 impl<V> OutgoingPacket<V> {
@@ -220,10 +283,11 @@ impl<V> OutgoingPacket<V> {
     /// ```
     pub fn stream_ids(&self) -> PacketItems<'_, StreamId> {
         match self {
-            OutgoingPacket::Message(message) => PacketItems(message.ids.iter()),
-            OutgoingPacket::ChangeChannel(ids, _) | OutgoingPacket::Shutdown(ids) => {
-                PacketItems(ids.iter())
-            }
+            OutgoingPacket::Message(message) => message.stream_ids(),
+            OutgoingPacket::ChangeChannel(ids, _)
+            | OutgoingPacket::Shutdown(ids)
+            | OutgoingPacket::Join(ids, _)
+            | OutgoingPacket::Leave(ids, _) => PacketItems(ids.iter()),
         }
     }
 
@@ -246,7 +310,8 @@ impl<V> OutgoingPacket<V> {
     }
 }
 
-/// Values to send, and the streams to send them to.
+/// Values to send, the streams to send them to (a list of ids, or a room),
+/// and how (its [`Delivery`]).
 ///
 /// Each value is cloned once per recipient, so use a type whose clone is
 /// cheap, such as [`bytes::Bytes`] (a reference count, no copy).
@@ -263,8 +328,59 @@ impl<V> OutgoingPacket<V> {
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutgoingMessage<V> {
-    pub(crate) ids: Vec<StreamId>,
+    pub(crate) target: Target,
     pub(crate) values: Vec<V>,
+    pub(crate) delivery: Delivery,
+}
+
+/// Who an outgoing message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Target {
+    Ids(Vec<StreamId>),
+    Room {
+        room: RoomName,
+        except: Option<StreamId>,
+    },
+}
+
+/// How a message treats a recipient whose backlog is full and whose socket
+/// takes no more (guarantee 6 of the crate docs).
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::{Delivery, OutgoingMessage};
+///
+/// let chat = OutgoingMessage::new([1, 2], ["hello"]);
+/// assert_eq!(chat.delivery(), Delivery::Reliable);
+/// let typing = OutgoingMessage::new([1, 2], ["bob is typing"]).volatile();
+/// assert_eq!(typing.delivery(), Delivery::Volatile);
+/// let price = OutgoingMessage::new([1, 2], ["EURUSD 1.0842"]).latest(17);
+/// assert_eq!(price.delivery(), Delivery::Latest(17));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Delivery {
+    /// Every value reaches the recipient, or the recipient is treated as
+    /// slow: disconnected with
+    /// [`BacklogFull`](DisconnectReason::BacklogFull), or waited for,
+    /// as the [`BacklogPolicy`](crate::BacklogPolicy) says. The default.
+    #[default]
+    Reliable,
+    /// Dropped for that recipient (and counted in
+    /// [`StatsSnapshot::volatile_dropped`](crate::StatsSnapshot::volatile_dropped)),
+    /// never a disconnect and never a wait: for what is worthless late,
+    /// such as "is typing" notices.
+    Volatile,
+    /// Latest value by key: replaces a value with the same key that waits,
+    /// not yet written, in the recipient's backlog (counted in
+    /// [`StatsSnapshot::conflated`](crate::StatsSnapshot::conflated)), so a
+    /// slow reader gets the newest position or price, never a queue of
+    /// stale ones. The replacement keeps the old value's place, so values
+    /// of different keys keep their order. With no such value waiting, it
+    /// is queued like a reliable one. Of a message with several values,
+    /// only the last, the newest, is sent.
+    Latest(u64),
 }
 
 impl<V> OutgoingMessage<V> {
@@ -283,12 +399,135 @@ impl<V> OutgoingMessage<V> {
         values: impl IntoIterator<Item = V>,
     ) -> Self {
         Self {
-            ids: ids.into_iter().collect(),
+            target: Target::Ids(ids.into_iter().collect()),
             values: values.into_iter().collect(),
+            delivery: Delivery::Reliable,
         }
     }
 
-    /// The streams the values go to.
+    /// Sends each of `values`, in order, to each member of `room` (see
+    /// [`OutgoingPacket::Join`]): one shared value for all of them, with no
+    /// list of ids to build. Nobody in the room: nothing is sent, and
+    /// nothing is counted as dropped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingMessage;
+    ///
+    /// let message = OutgoingMessage::to_room("general", ["hi all"]);
+    /// assert_eq!(message.room(), Some("general"));
+    /// ```
+    pub fn to_room(room: impl Into<RoomName>, values: impl IntoIterator<Item = V>) -> Self {
+        Self {
+            target: Target::Room {
+                room: room.into(),
+                except: None,
+            },
+            values: values.into_iter().collect(),
+            delivery: Delivery::Reliable,
+        }
+    }
+
+    /// Leaves one member of the room out, typically the sender of a chat
+    /// line. No effect on a message to a list of ids.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingMessage;
+    ///
+    /// let line = OutgoingMessage::to_room("general", ["<bob> hi"]).except(7);
+    /// assert_eq!(line.excepted(), Some(7));
+    /// ```
+    pub fn except(mut self, id: StreamId) -> Self {
+        if let Target::Room { except, .. } = &mut self.target {
+            *except = Some(id);
+        }
+        self
+    }
+
+    /// Makes the message [`Delivery::Volatile`].
+    ///
+    /// # Examples
+    ///
+    /// See [`Delivery`].
+    ///
+    /// ```
+    /// use stream_multiplexer::{Delivery, OutgoingMessage};
+    ///
+    /// let message = OutgoingMessage::to_room("general", ["alice is typing"]).volatile();
+    /// assert_eq!(message.delivery(), Delivery::Volatile);
+    /// ```
+    pub fn volatile(mut self) -> Self {
+        self.delivery = Delivery::Volatile;
+        self
+    }
+
+    /// Makes the message [`Delivery::Latest`] with `key`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{Delivery, OutgoingMessage};
+    ///
+    /// let player = 42;
+    /// let position = OutgoingMessage::to_room("match-9", ["42 at 10,20"]).latest(player);
+    /// assert_eq!(position.delivery(), Delivery::Latest(42));
+    /// ```
+    pub fn latest(mut self, key: u64) -> Self {
+        self.delivery = Delivery::Latest(key);
+        self
+    }
+
+    /// How the message is delivered.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::{Delivery, OutgoingMessage};
+    ///
+    /// assert_eq!(OutgoingMessage::new([1], [()]).delivery(), Delivery::Reliable);
+    /// ```
+    pub fn delivery(&self) -> Delivery {
+        self.delivery
+    }
+
+    /// The room the message goes to, if it goes to a room.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingMessage;
+    ///
+    /// assert_eq!(OutgoingMessage::new([1], [()]).room(), None);
+    /// assert_eq!(OutgoingMessage::to_room("den", [()]).room(), Some("den"));
+    /// ```
+    pub fn room(&self) -> Option<&str> {
+        match &self.target {
+            Target::Room { room, .. } => Some(room),
+            Target::Ids(_) => None,
+        }
+    }
+
+    /// The member of the room left out, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::OutgoingMessage;
+    ///
+    /// assert_eq!(OutgoingMessage::to_room("den", [()]).excepted(), None);
+    /// ```
+    pub fn excepted(&self) -> Option<StreamId> {
+        match &self.target {
+            Target::Room { except, .. } => *except,
+            Target::Ids(_) => None,
+        }
+    }
+
+    /// The streams the values go to: the list of ids, or nothing for a
+    /// message to a room (its members are known when it is sent).
     ///
     /// # Examples
     ///
@@ -299,7 +538,10 @@ impl<V> OutgoingMessage<V> {
     /// assert_eq!(message.stream_ids().copied().collect::<Vec<_>>(), [3, 1]);
     /// ```
     pub fn stream_ids(&self) -> PacketItems<'_, StreamId> {
-        PacketItems(self.ids.iter())
+        match &self.target {
+            Target::Ids(ids) => PacketItems(ids.iter()),
+            Target::Room { .. } => PacketItems([].iter()),
+        }
     }
 
     /// The values, in the order they will be sent.

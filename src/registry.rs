@@ -35,6 +35,9 @@ pub(crate) struct StreamEntry<W, R, V> {
     pub(crate) last_written: u64,
     /// The tick of its entry in the timer wheel; 0 for none.
     pub(crate) timer_at: u64,
+    /// Whether it joined a room since it was admitted: only then does its
+    /// departure look at the rooms.
+    pub(crate) in_rooms: bool,
 }
 
 /// Where a stream is in its life.

@@ -48,6 +48,11 @@ struct Counters {
     moves_rejected: AtomicU64,
     closed_with_channel: AtomicU64,
     aborted: AtomicU64,
+    room_sends: AtomicU64,
+    volatile_dropped: AtomicU64,
+    conflated: AtomicU64,
+    rooms: AtomicU64,
+    room_members: AtomicU64,
 }
 
 /// The counters at one moment.
@@ -97,6 +102,19 @@ pub struct StatsSnapshot {
     /// Streams closed without an announcement by
     /// [`ControlMessage::Abort`](crate::ControlMessage::Abort).
     pub aborted: u64,
+    /// Messages sent to a room (each counts once, whatever its members).
+    pub room_sends: u64,
+    /// (message, stream) pairs of
+    /// [`Delivery::Volatile`](crate::Delivery::Volatile) messages not sent
+    /// because the stream's backlog was full and its socket took no more.
+    pub volatile_dropped: u64,
+    /// Values of [`Delivery::Latest`](crate::Delivery::Latest) messages that
+    /// replaced an older one waiting in a backlog.
+    pub conflated: u64,
+    /// Rooms that have members now.
+    pub rooms: u64,
+    /// Memberships of rooms now (a stream in three rooms counts three).
+    pub room_members: u64,
 }
 
 impl StatsSnapshot {
@@ -186,6 +204,11 @@ impl Stats {
             moves_rejected: c.moves_rejected.load(Relaxed),
             closed_with_channel: c.closed_with_channel.load(Relaxed),
             aborted: c.aborted.load(Relaxed),
+            room_sends: c.room_sends.load(Relaxed),
+            volatile_dropped: c.volatile_dropped.load(Relaxed),
+            conflated: c.conflated.load(Relaxed),
+            rooms: c.rooms.load(Relaxed),
+            room_members: c.room_members.load(Relaxed),
         }
     }
 
@@ -236,6 +259,24 @@ impl Stats {
 
     pub(crate) fn move_rejected(&self) {
         self.counters.moves_rejected.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn room_send(&self) {
+        self.counters.room_sends.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn volatile_dropped(&self) {
+        self.counters.volatile_dropped.fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn conflated(&self) {
+        self.counters.conflated.fetch_add(1, Relaxed);
+    }
+
+    /// The rooms changed: how many there are now, and their memberships.
+    pub(crate) fn rooms_now(&self, rooms: usize, members: usize) {
+        self.counters.rooms.store(rooms as u64, Relaxed);
+        self.counters.room_members.store(members as u64, Relaxed);
     }
 
     fn disconnect_counter(&self, reason: DisconnectReason) -> &AtomicU64 {

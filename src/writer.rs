@@ -13,10 +13,18 @@ use crate::wake::Wakeup;
 #[derive(Debug)]
 pub(crate) struct Writer<W, V> {
     sink: W,
-    backlog: VecDeque<V>,
+    backlog: VecDeque<Queued<V>>,
     wakeup: Wakeup,
     unflushed: bool,
     closing: bool,
+}
+
+/// A value waiting for the sink, and its key if it was sent as the latest
+/// value of that key.
+#[derive(Debug)]
+struct Queued<V> {
+    value: V,
+    key: Option<u64>,
 }
 
 /// Whether a pump flushes the sink after handing it the backlog.
@@ -95,11 +103,12 @@ impl<W, V> Writer<W, V> {
         !self.backlog.is_empty() || self.unflushed || self.closing
     }
 
-    /// Queues values. Returns whether the writer was idle, in which case
-    /// the caller must schedule it: a writer with values queued is always
-    /// either scheduled already or waiting for its sink's wake-up.
+    /// Queues values, under `key` if they are the latest of a key. Returns
+    /// whether the writer was idle, in which case the caller must schedule
+    /// it: a writer with values queued is always either scheduled already
+    /// or waiting for its sink's wake-up.
     #[must_use]
-    pub(crate) fn enqueue(&mut self, values: &[V]) -> bool
+    pub(crate) fn enqueue(&mut self, values: &[V], key: Option<u64>) -> bool
     where
         V: Clone,
     {
@@ -107,11 +116,33 @@ impl<W, V> Writer<W, V> {
         if let [value] = values {
             // The usual message, one value: pushed without `extend`'s
             // reserve-and-iterate, which showed in broadcast profiles.
-            self.backlog.push_back(value.clone());
+            self.backlog.push_back(Queued {
+                value: value.clone(),
+                key,
+            });
         } else {
-            self.backlog.extend(values.iter().cloned());
+            self.backlog.extend(values.iter().map(|value| Queued {
+                value: value.clone(),
+                key,
+            }));
         }
         was_idle
+    }
+
+    /// Replaces the value queued under `key`, not yet written, with
+    /// `value`, in its place. Returns whether there was one. Scans the
+    /// backlog: O(`sender_buffer_size`), for keyed values only.
+    pub(crate) fn replace_latest(&mut self, key: u64, value: &V) -> bool
+    where
+        V: Clone,
+    {
+        match self.backlog.iter_mut().find(|q| q.key == Some(key)) {
+            Some(queued) => {
+                queued.value = value.clone();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Asks the writer to flush what is queued and then close its sink.
@@ -147,7 +178,7 @@ impl<W, V> Writer<W, V> {
                 Poll::Ready(Err(_)) => return WriteOutcome::Failed,
                 Poll::Pending => return WriteOutcome::Blocked,
             }
-            let Some(value) = self.backlog.pop_front() else {
+            let Some(Queued { value, .. }) = self.backlog.pop_front() else {
                 break;
             };
             if sink.as_mut().start_send(value).is_err() {
@@ -205,7 +236,7 @@ mod tests {
         let mut writer = writer();
         for _ in 0..2 {
             let values: Vec<u32> = (0..200).collect();
-            let _ = writer.enqueue(&values);
+            let _ = writer.enqueue(&values, None);
             let pumped = writer.pump(Flush::Later);
             assert_eq!(
                 pumped,
@@ -233,5 +264,17 @@ mod tests {
             "flushed and idle, the backlog holds {} slots",
             writer.backlog.capacity()
         );
+    }
+
+    #[test]
+    fn the_latest_value_of_a_key_takes_the_place_of_the_one_waiting() {
+        let mut writer = writer();
+        let _ = writer.enqueue(&[1], Some(7));
+        let _ = writer.enqueue(&[2], Some(8));
+        let _ = writer.enqueue(&[3], None);
+        assert!(writer.replace_latest(7, &10));
+        assert!(!writer.replace_latest(9, &11));
+        let queued: Vec<u32> = writer.backlog.iter().map(|q| q.value).collect();
+        assert_eq!(queued, [10, 2, 3]);
     }
 }

@@ -18,7 +18,7 @@ use crate::run::timers::{Expiry, Timers};
 use crate::stats::{Departure, Stats};
 use crate::wake::{WakeHub, Wakeup};
 use crate::writer::Writer;
-use crate::{ChannelId, Clock, DisconnectReason, IdGen, StreamId};
+use crate::{ChannelId, Clock, DisconnectReason, IdGen, RoomName, Rooms, StreamId};
 
 /// How to end a stream's open life, or the rest of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,7 @@ pub(crate) struct Streams<P: Parts> {
     pub(super) channels: Vec<Channel<P::Consumer, P::Frame>>,
     pub(super) stats: Stats,
     pub(super) hub: Arc<WakeHub>,
+    pub(super) rooms: Rooms,
     timers: Option<Timers>,
     max_streams: usize,
     default_channel: ChannelId,
@@ -55,12 +56,14 @@ impl<P: Parts> Streams<P> {
         clock: Option<Clock>,
         consumers: Vec<P::Consumer>,
         stats: Stats,
+        rooms: Rooms,
     ) -> Self {
         Self {
             registry: Registry::new(),
             hub: WakeHub::new(consumers.len()),
             channels: consumers.into_iter().map(Channel::new).collect(),
             stats,
+            rooms,
             timers: clock.map(|clock| Timers::new(clock, config)),
             max_streams: config.max_streams,
             default_channel: config.default_channel,
@@ -102,6 +105,7 @@ impl<P: Parts> Streams<P> {
             last_read: now,
             last_written: now,
             timer_at: 0,
+            in_rooms: false,
         };
         if let Some(timers) = &mut self.timers {
             timers.schedule(key, &mut entry);
@@ -173,6 +177,7 @@ impl<P: Parts> Streams<P> {
         };
         if was_open {
             self.channels[channel].announce_disconnected(id, reason);
+            self.leave_rooms(key);
             self.stats.departed(Departure::Announced(reason));
         }
         let lingers = self.timers.as_ref().is_some_and(Timers::lingers);
@@ -212,9 +217,54 @@ impl<P: Parts> Streams<P> {
             .registry
             .keys_where(|e| e.is_open() && e.channel == channel)
         {
+            self.leave_rooms(key);
             self.registry.remove(key);
             self.stats.departed(Departure::ClosedWithChannel);
         }
+    }
+
+    /// Puts the open stream `id` in `room`.
+    pub(super) fn join(&mut self, id: StreamId, room: &RoomName) {
+        let Some(entry) = self
+            .registry
+            .addressable_key(id)
+            .and_then(|key| self.registry.get_mut(key))
+            .filter(|e| e.is_open())
+        else {
+            self.stats.dropped_unknown_id();
+            return;
+        };
+        entry.in_rooms = true;
+        let mut table = self.rooms.write();
+        if table.join(id, room) {
+            let (rooms, members) = table.counts();
+            self.stats.rooms_now(rooms, members);
+        }
+    }
+
+    /// Takes the stream `id` out of `room`.
+    pub(super) fn leave(&mut self, id: StreamId, room: &str) {
+        if self.registry.addressable_key(id).is_none() {
+            self.stats.dropped_unknown_id();
+            return;
+        }
+        let mut table = self.rooms.write();
+        if table.leave(id, room) {
+            let (rooms, members) = table.counts();
+            self.stats.rooms_now(rooms, members);
+        }
+    }
+
+    /// Takes a departing stream out of every room it is in.
+    fn leave_rooms(&mut self, key: usize) {
+        let Some(entry) = self.registry.get_mut(key).filter(|e| e.in_rooms) else {
+            return;
+        };
+        entry.in_rooms = false;
+        let mut table = self.rooms.write();
+        table.leave_all(entry.id);
+        let (rooms, members) = table.counts();
+        self.stats.rooms_now(rooms, members);
     }
 
     /// Closes every stream the application could still address, gracefully
@@ -228,11 +278,18 @@ impl<P: Parts> Streams<P> {
     /// Drops every stream at once, closing the connections. Open ones are
     /// counted as aborted: there is no one left to announce them to.
     pub(super) fn abort_all(&mut self) {
+        let mut table = self.rooms.write();
         for entry in self.registry.drain() {
+            if entry.in_rooms {
+                table.leave_all(entry.id);
+            }
             if entry.is_open() {
                 self.stats.departed(Departure::Aborted);
             }
         }
+        let (rooms, members) = table.counts();
+        self.stats.rooms_now(rooms, members);
+        drop(table);
         self.channels.clear();
     }
 

@@ -11,7 +11,7 @@ use futures::{Sink, Stream};
 
 use crate::config::Config;
 use crate::{
-    Clock, ControlMessage, IdGen, IncomingPacket, MultiplexerError, OutgoingPacket, Stats,
+    Clock, ControlMessage, IdGen, IncomingPacket, MultiplexerError, OutgoingPacket, Rooms, Stats,
 };
 
 mod lifecycle;
@@ -97,6 +97,7 @@ pub(crate) struct Setup<Out, Ch, Id> {
     pub(crate) outgoing: Out,
     pub(crate) channels: Vec<Ch>,
     pub(crate) stats: Stats,
+    pub(crate) rooms: Rooms,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,7 @@ where
             outgoing,
             channels,
             stats,
+            rooms,
         } = setup;
         id_gen.seed(config.id_seed);
         Self {
@@ -144,7 +146,7 @@ where
             halves: Some(halves),
             control: Some(control),
             outgoing: Outgoing::new(outgoing, &config),
-            streams: Streams::new(&config, clock, channels, stats),
+            streams: Streams::new(&config, clock, channels, stats, rooms),
             writers: WriteQueue::default(),
             default_channel: config.default_channel,
             at_capacity: false,

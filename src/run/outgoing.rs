@@ -2,15 +2,17 @@
 //! closes — in the order they come.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::Stream;
 
 use crate::config::{BacklogPolicy, Config};
+use crate::packet::Target;
 use crate::run::lifecycle::{Close, Streams};
 use crate::run::parts::Parts;
 use crate::run::writing::WriteQueue;
-use crate::{DisconnectReason, OutgoingPacket, StreamId};
+use crate::{Delivery, DisconnectReason, OutgoingPacket, StreamId};
 
 /// Values queued for streams per poll (a value sent to 1,000 ids counts
 /// 1,000), so that one broadcast to every client cannot hog a poll.
@@ -32,9 +34,35 @@ pub(crate) struct Outgoing<Out, V> {
 /// An outgoing message and how far its delivery got.
 #[derive(Debug)]
 struct Unfinished<V> {
-    ids: Vec<StreamId>,
+    recipients: Recipients,
     values: Vec<V>,
+    delivery: Delivery,
     next: usize,
+}
+
+/// Whom a message in delivery goes to.
+#[derive(Debug)]
+enum Recipients {
+    Ids(Vec<StreamId>),
+    /// A room's members as they were when the message was taken: members
+    /// who join later do not get it, members who leave meanwhile are
+    /// skipped once gone.
+    Room {
+        members: Arc<Vec<StreamId>>,
+        except: Option<StreamId>,
+    },
+}
+
+impl Recipients {
+    /// The `index`-th recipient, `Some(None)` for the one left out.
+    fn get(&self, index: usize) -> Option<Option<StreamId>> {
+        match self {
+            Recipients::Ids(ids) => ids.get(index).copied().map(Some),
+            Recipients::Room { members, except } => members
+                .get(index)
+                .map(|&id| (Some(id) != *except).then_some(id)),
+        }
+    }
 }
 
 /// Whether packets that come after a graceful shutdown began are taken.
@@ -105,11 +133,39 @@ where
             };
             match Pin::new(stream).poll_next(cx) {
                 Poll::Ready(Some(OutgoingPacket::Message(message))) => {
+                    let recipients = match message.target {
+                        Target::Ids(ids) => Recipients::Ids(ids),
+                        Target::Room { room, except } => {
+                            streams.stats.room_send();
+                            let Some(members) = streams.rooms.read().members(&room) else {
+                                continue;
+                            };
+                            Recipients::Room { members, except }
+                        }
+                    };
+                    let mut values = message.values;
+                    if matches!(message.delivery, Delivery::Latest(_)) && values.len() > 1 {
+                        // The newest value of a key is all it stands for.
+                        values.drain(..values.len() - 1);
+                    }
                     self.unfinished = Some(Unfinished {
-                        ids: message.ids,
-                        values: message.values,
+                        recipients,
+                        values,
+                        delivery: message.delivery,
                         next: 0,
                     });
+                }
+                Poll::Ready(Some(OutgoingPacket::Join(ids, room))) => {
+                    budget = budget.saturating_sub(ids.len());
+                    for id in ids {
+                        streams.join(id, &room);
+                    }
+                }
+                Poll::Ready(Some(OutgoingPacket::Leave(ids, room))) => {
+                    budget = budget.saturating_sub(ids.len());
+                    for id in ids {
+                        streams.leave(id, &room);
+                    }
                 }
                 Poll::Ready(Some(OutgoingPacket::ChangeChannel(ids, channel))) => {
                     budget = budget.saturating_sub(ids.len());
@@ -161,18 +217,46 @@ where
         let capacity = self.sender_buffer_size;
         let count = message.values.len().max(1);
         let (now, timed) = (streams.now(), streams.is_timed());
-        while let Some(&id) = message.ids.get(message.next) {
+        while let Some(recipient) = message.recipients.get(message.next) {
             if *budget < count && *budget < DELIVERIES_PER_POLL {
                 self.unfinished = Some(message);
                 *budget = 0;
                 return;
             }
-            let Some(key) = streams.registry.addressable_key(id) else {
-                // Gone (or never there): dropped and counted.
-                streams.stats.dropped_unknown_id();
+            let Some(id) = recipient else {
                 message.next += 1;
                 continue;
             };
+            let to_room = matches!(message.recipients, Recipients::Room { .. });
+            let Some(key) = streams
+                .registry
+                .addressable_key(id)
+                .filter(|&key| !to_room || streams.registry.get(key).is_some_and(|e| e.is_open()))
+            else {
+                if !to_room {
+                    // Gone (or never there): dropped and counted.
+                    streams.stats.dropped_unknown_id();
+                }
+                // A member that departed after the message took the room's
+                // members left the room then: it is not owed the message.
+                message.next += 1;
+                continue;
+            };
+            let latest = match message.delivery {
+                Delivery::Latest(latest) => Some(latest),
+                _ => None,
+            };
+            if let (Some(latest), Some(value)) = (latest, message.values.last())
+                && streams
+                    .registry
+                    .get_mut(key)
+                    .is_some_and(|e| e.writer.replace_latest(latest, value))
+            {
+                streams.stats.conflated();
+                *budget = budget.saturating_sub(count);
+                message.next += 1;
+                continue;
+            }
             if !has_room(streams, key, capacity, message.values.len()) {
                 // Moves what the socket takes out of the backlog; each pump
                 // moves some values or finds the sink full, so this ends.
@@ -187,14 +271,18 @@ where
             };
             let room = capacity.saturating_sub(entry.writer.backlog_len());
             if message.values.len() > room {
-                let wait =
-                    self.backlog_policy == BacklogPolicy::Wait && message.values.len() <= capacity;
-                if wait {
-                    self.unfinished = Some(message);
-                    return;
+                if message.delivery == Delivery::Volatile {
+                    streams.stats.volatile_dropped();
+                } else {
+                    let wait = self.backlog_policy == BacklogPolicy::Wait
+                        && message.values.len() <= capacity;
+                    if wait {
+                        self.unfinished = Some(message);
+                        return;
+                    }
+                    streams.close(key, Close::Now(DisconnectReason::BacklogFull));
                 }
-                streams.close(key, Close::Now(DisconnectReason::BacklogFull));
-            } else if entry.writer.enqueue(&message.values) {
+            } else if entry.writer.enqueue(&message.values, latest) {
                 // It was idle: its write time limit starts now.
                 entry.last_written = now;
                 writers.schedule(key);

@@ -15,7 +15,7 @@ use futures::executor::LocalPool;
 use futures::task::LocalSpawnExt;
 use stream_multiplexer::{
     BacklogPolicy, Clock, ControlMessage, DisconnectReason, IncomingPacket, MultiplexerBuilder,
-    MultiplexerError, OutgoingMessage, OutgoingPacket, Stats, StreamId,
+    MultiplexerError, OutgoingMessage, OutgoingPacket, Rooms, Stats, StreamId,
 };
 
 /// What a client sends (a frame number) and what it receives.
@@ -107,6 +107,7 @@ pub struct Harness {
     pub control: Option<mpsc::UnboundedSender<ControlMessage>>,
     pub channels: Vec<Option<mpsc::Receiver<IncomingPacket<Frame>>>>,
     pub stats: Stats,
+    pub rooms: Rooms,
     /// Each value sent is one tick of the clock (with [`Setup::clock`]).
     pub ticks: Option<mpsc::UnboundedSender<()>>,
     setup: Setup,
@@ -136,6 +137,7 @@ impl Harness {
         }
         let multiplexer = builder.build(outgoing_rx, senders);
         let stats = multiplexer.stats();
+        let rooms = multiplexer.rooms();
         let pool = LocalPool::new();
         let result = Rc::new(RefCell::new(None));
         let slot = Rc::clone(&result);
@@ -153,6 +155,7 @@ impl Harness {
             control: Some(control),
             channels: receivers.into_iter().map(Some).collect(),
             stats,
+            rooms,
             ticks,
             setup,
         };

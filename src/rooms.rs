@@ -1,0 +1,291 @@
+//! Rooms: named sets of streams to send to, and [`Rooms`], the handle that
+//! reads them from anywhere.
+//!
+//! # Implementation
+//!
+//! The table is shared between `Run`, which alone changes it, and the
+//! [`Rooms`] handles, which read it: one lock, taken by `Run` once per join,
+//! leave, departure and room send, and by a handle once per read. A room's
+//! member list is reference counted: a send to a room takes the list with
+//! one count increment (no copy, no allocation per member), and a change
+//! copies it only while a send still holds the old one (a broadcast that
+//! spans polls). Each room also maps its members to their places in the
+//! list, so that leaving is O(1), and each stream knows its rooms, so that
+//! departing costs O(its rooms).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::registry::IdHasher;
+use crate::{RoomName, StreamId};
+
+type Positions = HashMap<StreamId, usize, BuildHasherDefault<IdHasher>>;
+
+/// One room: its members, in the order they joined (but for a member that
+/// left, whose place the last one takes).
+#[derive(Debug, Default)]
+struct Room {
+    members: Arc<Vec<StreamId>>,
+    positions: Positions,
+}
+
+/// Every room of one multiplexer.
+#[derive(Debug, Default)]
+pub(crate) struct RoomTable {
+    rooms: HashMap<RoomName, Room>,
+    /// How many rooms each stream is in, by stream: what it leaves when it
+    /// departs.
+    memberships: HashMap<StreamId, Vec<RoomName>, BuildHasherDefault<IdHasher>>,
+    /// Memberships in all (a stream in three rooms counts three).
+    members: usize,
+}
+
+impl RoomTable {
+    /// Puts `id` in `room`. Returns whether it was not in it yet.
+    pub(crate) fn join(&mut self, id: StreamId, room: &RoomName) -> bool {
+        let entry = self.rooms.entry(Arc::clone(room)).or_default();
+        if entry.positions.contains_key(&id) {
+            return false;
+        }
+        let members = Arc::make_mut(&mut entry.members);
+        entry.positions.insert(id, members.len());
+        members.push(id);
+        self.memberships
+            .entry(id)
+            .or_default()
+            .push(Arc::clone(room));
+        self.members += 1;
+        true
+    }
+
+    /// Takes `id` out of `room`. Returns whether it was in it.
+    pub(crate) fn leave(&mut self, id: StreamId, room: &str) -> bool {
+        if !self.remove_member(id, room) {
+            return false;
+        }
+        if let Some(rooms) = self.memberships.get_mut(&id) {
+            rooms.retain(|name| &**name != room);
+            if rooms.is_empty() {
+                self.memberships.remove(&id);
+            }
+        }
+        true
+    }
+
+    /// Takes `id` out of every room it is in.
+    pub(crate) fn leave_all(&mut self, id: StreamId) {
+        let Some(rooms) = self.memberships.remove(&id) else {
+            return;
+        };
+        for room in rooms {
+            self.remove_member(id, &room);
+        }
+    }
+
+    fn remove_member(&mut self, id: StreamId, name: &str) -> bool {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return false;
+        };
+        let Some(position) = room.positions.remove(&id) else {
+            return false;
+        };
+        let members = Arc::make_mut(&mut room.members);
+        members.swap_remove(position);
+        if let Some(&moved) = members.get(position) {
+            room.positions.insert(moved, position);
+        }
+        if members.is_empty() {
+            self.rooms.remove(name);
+        }
+        self.members -= 1;
+        true
+    }
+
+    /// How many rooms have members, and how many memberships there are.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.rooms.len(), self.members)
+    }
+
+    /// The members of `room`, shared: no copy.
+    pub(crate) fn members(&self, room: &str) -> Option<Arc<Vec<StreamId>>> {
+        self.rooms.get(room).map(|r| Arc::clone(&r.members))
+    }
+}
+
+/// A cheap, cloneable, thread-safe handle on a multiplexer's rooms: who is
+/// in which room, read without a round trip through the multiplexer.
+///
+/// Get one with [`Multiplexer::rooms`](crate::Multiplexer::rooms), before or
+/// after calling `run`. Streams join and leave rooms through
+/// [`OutgoingPacket::Join`](crate::OutgoingPacket::Join) and
+/// [`OutgoingPacket::Leave`](crate::OutgoingPacket::Leave), and leave all of
+/// them when their departure is announced; the handle sees each change once
+/// `Run` has applied it.
+///
+/// # Examples
+///
+/// ```
+/// use futures::channel::mpsc;
+/// use stream_multiplexer::{IncomingPacket, Multiplexer, OutgoingPacket};
+///
+/// let (channel0, _consumer) = mpsc::channel::<IncomingPacket<()>>(8);
+/// let (_outgoing_tx, outgoing) = mpsc::channel::<OutgoingPacket<()>>(8);
+/// let multiplexer = Multiplexer::new(16, outgoing, vec![channel0]);
+///
+/// let rooms = multiplexer.rooms();
+/// assert_eq!(rooms.len("general"), 0);
+/// assert!(rooms.members("general").is_empty());
+/// ```
+#[derive(Clone, Default)]
+pub struct Rooms {
+    table: Arc<RwLock<RoomTable>>,
+}
+
+impl Rooms {
+    /// The members of `room`, in the order they joined (a member that left
+    /// gives its place to the last one); empty for a room nobody is in.
+    ///
+    /// # Examples
+    ///
+    /// See [`Rooms`]; [`OutgoingPacket::Join`](crate::OutgoingPacket::Join)
+    /// has one with members.
+    ///
+    /// ```
+    /// use stream_multiplexer::Rooms;
+    ///
+    /// assert!(Rooms::default().members("lobby").is_empty());
+    /// ```
+    pub fn members(&self, room: &str) -> Vec<StreamId> {
+        self.read()
+            .members(room)
+            .map(|members| members.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// How many streams are in `room`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::Rooms;
+    ///
+    /// assert_eq!(Rooms::default().len("lobby"), 0);
+    /// ```
+    pub fn len(&self, room: &str) -> usize {
+        self.read().rooms.get(room).map_or(0, |r| r.members.len())
+    }
+
+    /// The rooms that have members, in no particular order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::Rooms;
+    ///
+    /// assert!(Rooms::default().names().is_empty());
+    /// ```
+    pub fn names(&self) -> Vec<RoomName> {
+        self.read().rooms.keys().cloned().collect()
+    }
+
+    /// The rooms `id` is in, in the order it joined them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::Rooms;
+    ///
+    /// assert!(Rooms::default().rooms_of(7).is_empty());
+    /// ```
+    pub fn rooms_of(&self, id: StreamId) -> Vec<RoomName> {
+        self.read()
+            .memberships
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many rooms have members, and how many memberships there are in
+    /// all (a stream in three rooms counts three).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use stream_multiplexer::Rooms;
+    ///
+    /// assert_eq!(Rooms::default().counts(), (0, 0));
+    /// ```
+    pub fn counts(&self) -> (usize, usize) {
+        self.read().counts()
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, RoomTable> {
+        // `Run` changes the table in single steps that leave it whole, so
+        // a poisoned lock (a panic elsewhere) still guards a usable table.
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, RoomTable> {
+        self.table.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for Rooms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (rooms, members) = self.counts();
+        f.debug_struct("Rooms")
+            .field("rooms", &rooms)
+            .field("members", &members)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaving_keeps_the_others_and_their_places_right() {
+        let mut table = RoomTable::default();
+        let room: RoomName = "r".into();
+        for id in 1..=4 {
+            assert!(table.join(id, &room));
+        }
+        assert!(!table.join(2, &room), "a member joins once");
+        assert!(table.leave(2, "r"));
+        assert!(!table.leave(2, "r"));
+        assert_eq!(*table.members("r").unwrap(), [1, 4, 3]);
+        assert!(table.leave(4, "r"));
+        assert_eq!(*table.members("r").unwrap(), [1, 3]);
+        assert_eq!(table.members, 2);
+    }
+
+    #[test]
+    fn a_send_in_progress_keeps_its_list_while_the_room_changes() {
+        let mut table = RoomTable::default();
+        let room: RoomName = "r".into();
+        table.join(1, &room);
+        table.join(2, &room);
+        let sending = table.members("r").unwrap();
+        table.leave(1, "r");
+        table.join(3, &room);
+        assert_eq!(*sending, [1, 2]);
+        assert_eq!(*table.members("r").unwrap(), [2, 3]);
+    }
+
+    #[test]
+    fn departing_leaves_every_room_and_empty_rooms_go() {
+        let mut table = RoomTable::default();
+        for name in ["a", "b", "c"] {
+            table.join(9, &name.into());
+        }
+        table.join(8, &"a".into());
+        table.leave_all(9);
+        assert!(table.members("b").is_none() && table.members("c").is_none());
+        assert_eq!(*table.members("a").unwrap(), [8]);
+        assert_eq!(table.members, 1);
+        assert!(!table.memberships.contains_key(&9));
+    }
+}
