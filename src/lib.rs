@@ -260,6 +260,8 @@ mod error;
 pub mod framed;
 mod halves;
 mod id_gen;
+#[cfg(feature = "metrics")]
+mod meters;
 mod multiplexer;
 mod packet;
 mod reader;

@@ -444,6 +444,7 @@ impl<Id: IdGen> MultiplexerBuilder<Id> {
     /// assert_eq!(multiplexer.stats().snapshot().streams_open, 0);
     /// ```
     pub fn build<Out, Ch>(self, outgoing: Out, channels: Vec<Ch>) -> Multiplexer<Out, Ch, Id> {
+        let stats = Stats::new(channels.len());
         Multiplexer {
             setup: Setup {
                 config: self.config,
@@ -451,7 +452,7 @@ impl<Id: IdGen> MultiplexerBuilder<Id> {
                 id_gen: self.id_gen,
                 outgoing,
                 channels,
-                stats: Stats::default(),
+                stats,
                 rooms: Rooms::default(),
             },
         }

@@ -5,6 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::{ChannelId, DisconnectReason};
 
+/// Publishes to the registered metrics with `$m` bound to them (feature
+/// `metrics`); nothing at all without the feature.
+macro_rules! meter {
+    ($stats:expr, |$m:ident| $publish:expr) => {
+        #[cfg(feature = "metrics")]
+        if let Some($m) = &$stats.counters.meters {
+            $publish;
+        }
+    };
+}
+
 /// A cheap, cloneable, thread-safe handle on a multiplexer's counters.
 ///
 /// Get one with [`Multiplexer::stats`](crate::Multiplexer::stats), before or
@@ -53,6 +64,9 @@ struct Counters {
     conflated: AtomicU64,
     rooms: AtomicU64,
     room_members: AtomicU64,
+    /// The same counts, published through the `metrics` facade.
+    #[cfg(feature = "metrics")]
+    meters: Option<crate::meters::Meters>,
 }
 
 /// The counters at one moment.
@@ -172,6 +186,20 @@ pub struct DisconnectCounts {
 }
 
 impl Stats {
+    /// The counters of a multiplexer with `channels` channels (with the
+    /// `metrics` feature, registered with the installed recorder).
+    pub(crate) fn new(channels: usize) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = channels;
+        Self {
+            counters: Arc::new(Counters {
+                #[cfg(feature = "metrics")]
+                meters: Some(crate::meters::Meters::register(channels)),
+                ..Counters::default()
+            }),
+        }
+    }
+
     /// Reads every counter. Each is read on its own (relaxed), so a snapshot
     /// taken while the multiplexer runs may be a few events apart between
     /// counters.
@@ -212,15 +240,23 @@ impl Stats {
         }
     }
 
-    /// A connection became a stream.
-    pub(crate) fn admitted(&self) {
+    /// A connection became a stream, in `channel`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn admitted(&self, channel: ChannelId) {
         self.counters.accepted.fetch_add(1, Relaxed);
         self.counters.streams_open.fetch_add(1, Relaxed);
+        meter!(self, |m| {
+            m.accepted.increment(1);
+            if let Some(g) = m.streams_open(channel) {
+                g.increment(1.0);
+            }
+        });
     }
 
-    /// A stream left for good. Every admitted stream departs once, which
-    /// keeps `accepted == streams_open + departed()`.
-    pub(crate) fn departed(&self, departure: Departure) {
+    /// A stream left `channel` for good. Every admitted stream departs once,
+    /// which keeps `accepted == streams_open + departed()`.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn departed(&self, departure: Departure, channel: ChannelId) {
         let c = &self.counters;
         c.streams_open.fetch_sub(1, Relaxed);
         let counter = match departure {
@@ -229,54 +265,102 @@ impl Stats {
             Departure::Aborted => &c.aborted,
         };
         counter.fetch_add(1, Relaxed);
+        meter!(self, |m| {
+            if let Some(g) = m.streams_open(channel) {
+                g.decrement(1.0);
+            }
+            match departure {
+                Departure::Announced(reason) => m.disconnect(reason).increment(1),
+                Departure::ClosedWithChannel => m.closed_with_channel.increment(1),
+                Departure::Aborted => m.aborted.increment(1),
+            }
+        });
     }
 
-    /// A stream moved to another channel (announced to the old one).
-    pub(crate) fn moved(&self, to: ChannelId) {
-        self.disconnect_counter(DisconnectReason::ChannelChange(to))
-            .fetch_add(1, Relaxed);
+    /// A stream moved from one channel to another (announced to the old
+    /// one).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn moved(&self, from: ChannelId, to: ChannelId) {
+        let reason = DisconnectReason::ChannelChange(to);
+        self.disconnect_counter(reason).fetch_add(1, Relaxed);
+        meter!(self, |m| {
+            m.disconnect(reason).increment(1);
+            if let Some(g) = m.streams_open(from) {
+                g.decrement(1.0);
+            }
+            if let Some(g) = m.streams_open(to) {
+                g.increment(1.0);
+            }
+        });
     }
 
     pub(crate) fn accept_error(&self) {
         self.counters.accept_errors.fetch_add(1, Relaxed);
+        meter!(self, |m| m.accept_errors.increment(1));
     }
 
     pub(crate) fn frames_in(&self, count: u64) {
         if count > 0 {
             self.counters.frames_in.fetch_add(count, Relaxed);
+            meter!(self, |m| m.frames_in.increment(count));
         }
     }
 
     pub(crate) fn frames_out(&self, count: u64) {
         if count > 0 {
             self.counters.frames_out.fetch_add(count, Relaxed);
+            meter!(self, |m| m.frames_out.increment(count));
         }
     }
 
     pub(crate) fn dropped_unknown_id(&self) {
         self.counters.dropped_unknown_id.fetch_add(1, Relaxed);
+        meter!(self, |m| m.dropped_unknown_id.increment(1));
     }
 
     pub(crate) fn move_rejected(&self) {
         self.counters.moves_rejected.fetch_add(1, Relaxed);
+        meter!(self, |m| m.moves_rejected.increment(1));
     }
 
     pub(crate) fn room_send(&self) {
         self.counters.room_sends.fetch_add(1, Relaxed);
+        meter!(self, |m| m.room_sends.increment(1));
     }
 
     pub(crate) fn volatile_dropped(&self) {
         self.counters.volatile_dropped.fetch_add(1, Relaxed);
+        meter!(self, |m| m.volatile_dropped.increment(1));
     }
 
     pub(crate) fn conflated(&self) {
         self.counters.conflated.fetch_add(1, Relaxed);
+        meter!(self, |m| m.conflated.increment(1));
     }
 
     /// The rooms changed: how many there are now, and their memberships.
     pub(crate) fn rooms_now(&self, rooms: usize, members: usize) {
         self.counters.rooms.store(rooms as u64, Relaxed);
         self.counters.room_members.store(members as u64, Relaxed);
+        meter!(self, |m| {
+            m.rooms.set(rooms as f64);
+            m.room_members.set(members as f64);
+        });
+    }
+
+    /// A sample of a writer's backlog depth, for the histogram.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn backlog_sample(&self, depth: usize) {
+        meter!(self, |m| m.backlog_depth.record(depth as f64));
+    }
+
+    /// Whether backlog samples go anywhere (so that the caller can skip
+    /// taking them).
+    pub(crate) fn samples_backlogs(&self) -> bool {
+        #[cfg(feature = "metrics")]
+        return self.counters.meters.is_some();
+        #[cfg(not(feature = "metrics"))]
+        false
     }
 
     fn disconnect_counter(&self, reason: DisconnectReason) -> &AtomicU64 {

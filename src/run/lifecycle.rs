@@ -90,9 +90,9 @@ impl<P: Parts> Streams<P> {
             return;
         };
         let channel = self.default_channel;
-        self.stats.admitted();
+        self.stats.admitted(channel);
         if !self.channels[channel].is_open() {
-            self.stats.departed(Departure::ClosedWithChannel);
+            self.stats.departed(Departure::ClosedWithChannel, channel);
             return;
         }
         let key = self.registry.next_key();
@@ -117,10 +117,17 @@ impl<P: Parts> Streams<P> {
         // than `max_streams` connections are ever held.
         if self.registry.len() > self.max_streams
             && let Some(oldest) = self.registry.oldest_left()
+            && let Some(_evicted) = self.registry.remove(oldest)
         {
-            self.registry.remove(oldest);
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                stream = _evicted.id,
+                "flush abandoned: a newcomer needs the place under max_streams"
+            );
         }
         self.channels[channel].announce_connected(id);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(stream = id, channel, "stream connected");
     }
 
     /// Moves an open or leaving stream to another channel. For an open one,
@@ -151,8 +158,10 @@ impl<P: Parts> Streams<P> {
             StreamState::Open(reader) => {
                 reader.rewake(Wakeup::reader(&self.hub, to, key));
                 self.channels[from].announce_disconnected(id, DisconnectReason::ChannelChange(to));
-                self.stats.moved(to);
+                self.stats.moved(from, to);
                 self.channels[to].announce_connected(id);
+                #[cfg(feature = "tracing")]
+                tracing::debug!(stream = id, from, to, "stream moved");
             }
             StreamState::Leaving { reason, .. } => {
                 // It left its old channel already. Its new one sees a visit
@@ -176,9 +185,11 @@ impl<P: Parts> Streams<P> {
             Close::Leave(reason) | Close::Gracefully(reason) | Close::Now(reason) => reason,
         };
         if was_open {
+            #[cfg(feature = "tracing")]
+            trace_departure(id, channel, reason);
             self.channels[channel].announce_disconnected(id, reason);
             self.leave_rooms(key);
-            self.stats.departed(Departure::Announced(reason));
+            self.stats.departed(Departure::Announced(reason), channel);
         }
         let lingers = self.timers.as_ref().is_some_and(Timers::lingers);
         match close {
@@ -219,8 +230,10 @@ impl<P: Parts> Streams<P> {
         {
             self.leave_rooms(key);
             self.registry.remove(key);
-            self.stats.departed(Departure::ClosedWithChannel);
+            self.stats.departed(Departure::ClosedWithChannel, channel);
         }
+        #[cfg(feature = "tracing")]
+        tracing::warn!(channel, "channel sink closed: its streams were closed");
     }
 
     /// Puts the open stream `id` in `room`.
@@ -284,7 +297,7 @@ impl<P: Parts> Streams<P> {
                 table.leave_all(entry.id);
             }
             if entry.is_open() {
-                self.stats.departed(Departure::Aborted);
+                self.stats.departed(Departure::Aborted, entry.channel);
             }
         }
         let (rooms, members) = table.counts();
@@ -351,5 +364,19 @@ impl<P: Parts> Streams<P> {
         // Takes the ticks that came meanwhile, or registers for the next.
         timers.poll_ticks(cx);
         timers.has_due()
+    }
+}
+
+/// A departure as a `tracing` event: the ones the multiplexer decides
+/// (a slow or silent client) at INFO, the others at DEBUG.
+#[cfg(feature = "tracing")]
+fn trace_departure(id: StreamId, channel: ChannelId, reason: DisconnectReason) {
+    match reason {
+        DisconnectReason::BacklogFull
+        | DisconnectReason::IdleTimeout
+        | DisconnectReason::WriteTimeout => {
+            tracing::info!(stream = id, channel, ?reason, "stream disconnected");
+        }
+        _ => tracing::debug!(stream = id, channel, ?reason, "stream disconnected"),
     }
 }

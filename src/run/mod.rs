@@ -228,7 +228,11 @@ where
                     self.streams.admit(writer, reader, &mut self.id_gen);
                 }
                 // A failed accept ends nothing; it is counted.
-                Poll::Ready(Some(Err(_))) => self.streams.stats.accept_error(),
+                Poll::Ready(Some(Err(_error))) => {
+                    #[cfg(feature = "tracing")]
+                    tracing::warn!(error = %_error, "accept failed");
+                    self.streams.stats.accept_error();
+                }
                 Poll::Ready(None) => self.halves = None,
                 Poll::Pending => return false,
             }

@@ -12,6 +12,11 @@ const WRITERS_PER_POLL: usize = 1024;
 /// application sends faster than one poll applies (see [`WriteQueue::pump`]).
 const MAX_DEFERRED_FLUSHES: usize = 64;
 
+/// One pumped writer in this many reports its backlog depth to the
+/// `metrics` histogram: enough samples under load, too few to cost anything
+/// measurable.
+const BACKLOG_SAMPLE_EVERY: u64 = 64;
+
 /// The writers waiting for a turn, and the flush policy.
 #[derive(Debug, Default)]
 pub(crate) struct WriteQueue {
@@ -24,6 +29,8 @@ pub(crate) struct WriteQueue {
     unflushed: Vec<usize>,
     /// Polls in a row that deferred flushing.
     deferred_flushes: usize,
+    /// Writers pumped, while backlog depths are sampled.
+    sampled: u64,
 }
 
 /// What one writing step did.
@@ -70,6 +77,9 @@ impl WriteQueue {
         let mut pumping = std::mem::take(&mut self.pumping);
         pumping.extend(self.ready.drain(..take));
         let mut report = WriteReport::default();
+        if streams.stats.samples_backlogs() {
+            self.sample(streams, &pumping);
+        }
         for &key in &pumping {
             let Some(pumped) = pump_writer(streams, key, flush) else {
                 continue;
@@ -82,6 +92,19 @@ impl WriteQueue {
         self.pumping = pumping;
         report.more |= !self.ready.is_empty();
         report
+    }
+
+    /// Reports the backlog depth of one writer in [`BACKLOG_SAMPLE_EVERY`]
+    /// among those about to be pumped.
+    fn sample<P: Parts>(&mut self, streams: &Streams<P>, pumping: &[usize]) {
+        for &key in pumping {
+            self.sampled += 1;
+            if self.sampled.is_multiple_of(BACKLOG_SAMPLE_EVERY)
+                && let Some(entry) = streams.registry.get(key)
+            {
+                streams.stats.backlog_sample(entry.writer.backlog_len());
+            }
+        }
     }
 
     /// Pumps one writer at once, without flushing, to move what its
