@@ -13,10 +13,11 @@
 //! list, so that leaving is O(1), and each stream knows its rooms, so that
 //! departing costs O(its rooms).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::BuildHasherDefault;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll, Waker};
 
 use crate::registry::IdHasher;
 use crate::{RoomName, StreamId};
@@ -40,6 +41,26 @@ pub(crate) struct RoomTable {
     memberships: HashMap<StreamId, Vec<RoomName>, BuildHasherDefault<IdHasher>>,
     /// Memberships in all (a stream in three rooms counts three).
     members: usize,
+    /// Rooms that gained their first member or lost their last since the
+    /// watcher last looked, if something watches (a backplane that
+    /// subscribes to the rooms this node has members in). Bounded by the
+    /// number of rooms.
+    watch: Option<Watch>,
+}
+
+#[derive(Debug, Default)]
+struct Watch {
+    changed: HashSet<RoomName>,
+    waker: Option<Waker>,
+}
+
+impl Watch {
+    fn changed(&mut self, room: &RoomName) {
+        self.changed.insert(Arc::clone(room));
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
 }
 
 impl RoomTable {
@@ -48,6 +69,11 @@ impl RoomTable {
         let entry = self.rooms.entry(Arc::clone(room)).or_default();
         if entry.positions.contains_key(&id) {
             return false;
+        }
+        if entry.members.is_empty()
+            && let Some(watch) = &mut self.watch
+        {
+            watch.changed(room);
         }
         let members = Arc::make_mut(&mut entry.members);
         entry.positions.insert(id, members.len());
@@ -97,7 +123,11 @@ impl RoomTable {
             room.positions.insert(moved, position);
         }
         if members.is_empty() {
-            self.rooms.remove(name);
+            if let Some((room, _)) = self.rooms.remove_entry(name)
+                && let Some(watch) = &mut self.watch
+            {
+                watch.changed(&room);
+            }
         }
         self.members -= 1;
         true
@@ -221,6 +251,34 @@ impl Rooms {
         self.read().counts()
     }
 
+    /// The rooms that gained their first member or lost their last since
+    /// the last call, each with whether it has members now; `Pending`
+    /// (waking the task later) while none did. The first call starts the
+    /// watch and reports every room that has members. One watcher only.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn poll_changes(&self, cx: &mut Context<'_>) -> Poll<Vec<(RoomName, bool)>> {
+        let mut table = self.write();
+        let table = &mut *table;
+        let watch = table.watch.get_or_insert_with(|| Watch {
+            changed: table.rooms.keys().cloned().collect(),
+            waker: None,
+        });
+        if watch.changed.is_empty() {
+            watch.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let changed: Vec<RoomName> = watch.changed.drain().collect();
+        Poll::Ready(
+            changed
+                .into_iter()
+                .map(|room| {
+                    let present = table.rooms.contains_key(&room);
+                    (room, present)
+                })
+                .collect(),
+        )
+    }
+
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, RoomTable> {
         // `Run` changes the table in single steps that leave it whole, so
         // a poisoned lock (a panic elsewhere) still guards a usable table.
@@ -287,5 +345,33 @@ mod tests {
         assert_eq!(*table.members("a").unwrap(), [8]);
         assert_eq!(table.members, 1);
         assert!(!table.memberships.contains_key(&9));
+    }
+
+    #[test]
+    fn a_watcher_hears_of_rooms_that_gain_their_first_member_or_lose_their_last() {
+        let rooms = Rooms::default();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        rooms.write().join(1, &"old".into());
+        assert_eq!(
+            rooms.poll_changes(&mut cx),
+            Poll::Ready(vec![("old".into(), true)]),
+            "the first look reports what exists"
+        );
+        assert_eq!(rooms.poll_changes(&mut cx), Poll::Pending);
+        rooms.write().join(2, &"old".into());
+        assert_eq!(
+            rooms.poll_changes(&mut cx),
+            Poll::Pending,
+            "not its first member"
+        );
+        rooms.write().join(2, &"new".into());
+        rooms.write().leave_all(1);
+        rooms.write().leave_all(2);
+        let Poll::Ready(mut changes) = rooms.poll_changes(&mut cx) else {
+            panic!("changes were made");
+        };
+        changes.sort();
+        assert_eq!(changes, [("new".into(), false), ("old".into(), false)]);
     }
 }
