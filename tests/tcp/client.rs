@@ -29,7 +29,35 @@ enum Next {
 impl Client {
     /// Connects to `address`, with `TCP_NODELAY` (each write leaves at once).
     pub fn connect(address: SocketAddr, framing: Framing) -> Self {
-        let stream = TcpStream::connect(address).expect("connect");
+        Self::over(TcpStream::connect(address).expect("connect"), framing)
+    }
+
+    /// Connects like [`connect`](Self::connect), with a receive buffer
+    /// (`SO_RCVBUF`) of `bytes` set before the handshake, so that the window
+    /// the server is offered fits it (the kernel doubles the value asked
+    /// for, for its bookkeeping). Set after the handshake instead, the
+    /// window would still be as large as the default buffer allowed.
+    #[cfg(feature = "smol")]
+    pub fn connect_with_receive_buffer(
+        address: SocketAddr,
+        framing: Framing,
+        bytes: usize,
+    ) -> Self {
+        use socket2::{Domain, Protocol, Socket, Type};
+
+        let socket = Socket::new(
+            Domain::for_address(address),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )
+        .expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        socket.connect(&address.into()).expect("connect");
+        Self::over(socket.into(), framing)
+    }
+
+    /// A client on a connected socket.
+    fn over(stream: TcpStream, framing: Framing) -> Self {
         stream
             .set_read_timeout(Some(SAFETY_TIMEOUT))
             .expect("read timeout");
@@ -94,6 +122,24 @@ impl Client {
         }
         let peeked = self.reader.get_ref().peek(&mut [0]).expect("peek");
         assert_eq!(peeked, 1, "the connection ended");
+    }
+
+    /// Whether nothing at all has arrived, not even the end of the
+    /// connection: checked without waiting, so it says what has arrived
+    /// by now.
+    pub fn has_received_nothing(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let socket = self.reader.get_ref();
+        socket.set_nonblocking(true).expect("non-blocking");
+        let peeked = socket.peek(&mut [0]);
+        socket.set_nonblocking(false).expect("blocking");
+        match peeked {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => true,
+            // A byte, an end of file or a reset.
+            _ => false,
+        }
     }
 
     /// The next message, or `None` if the connection ended between two.

@@ -4,7 +4,8 @@
 //! - `server`: [`Server`](server::Server), a multiplexer served in this
 //!   process on a [`Runtime`](runtime::Runtime) under test (`runtime`:
 //!   smol, async-std, tokio, a thread pool), driven by the test thread as
-//!   the application.
+//!   the application; with [`TimeLimits`](server::TimeLimits), on a clock
+//!   the test ticks by hand.
 //! - `child`: [`ExampleServer`](child::ExampleServer), one of the crate's
 //!   examples, built and run as a child process.
 //! - `client`: [`Client`](client::Client), a blocking `std` client for
@@ -12,6 +13,8 @@
 //!   frames (2- or 4-byte lengths) or text lines.
 //! - [`within_safety_timeout`]: a watchdog, so that a hang fails the test
 //!   instead of blocking CI.
+//! - `open_files` (Linux): this process's limit on open file descriptors,
+//!   raised for tests that hold thousands of sockets.
 //!
 //! Nothing sleeps: every wait is on an event (a packet on a channel, a
 //! client's read, a line from the child), with [`SAFETY_TIMEOUT`] as a
@@ -22,6 +25,8 @@
 pub mod child;
 pub mod client;
 pub mod framing;
+#[cfg(target_os = "linux")]
+pub mod open_files;
 pub mod runtime;
 pub mod server;
 

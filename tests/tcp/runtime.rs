@@ -70,6 +70,36 @@ impl Runtime for Smol {
     }
 }
 
+/// smol's executor, with the crate's smol adapter, and the send buffer
+/// (`SO_SNDBUF`) of every accepted socket set to this many bytes: what a
+/// server does to bound what the kernel holds for a client that stops
+/// reading (by default Linux lets it grow to `net.ipv4.tcp_wmem`'s maximum,
+/// 4 MiB). The kernel doubles the value asked for, for its bookkeeping.
+#[cfg(feature = "smol")]
+pub struct SmolWithSendBuffer(pub usize);
+
+#[cfg(feature = "smol")]
+impl Runtime for SmolWithSendBuffer {
+    fn listen(&self, width: usize) -> (SocketAddr, BoxHalves) {
+        let listener =
+            runtime::smol::bind(([127, 0, 0, 1], 0).into(), LISTEN_BACKLOG).expect("bind");
+        let address = listener.local_addr().expect("address");
+        let bytes = self.0;
+        let incoming = runtime::smol::incoming(listener).map(move |accepted| {
+            accepted.inspect(|connection| {
+                socket2::SockRef::from(connection)
+                    .set_send_buffer_size(bytes)
+                    .expect("set SO_SNDBUF on an accepted socket");
+            })
+        });
+        (address, boxed(HalvesStream::new(incoming, width)))
+    }
+
+    fn spawn(&self, future: BoxFuture<'static, ()>) {
+        Smol.spawn(future);
+    }
+}
+
 /// async-std's executor, with the crate's async-std adapter.
 #[cfg(feature = "async-std")]
 pub struct AsyncStd;

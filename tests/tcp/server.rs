@@ -5,13 +5,14 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::executor::block_on;
 use futures::{FutureExt, StreamExt};
 use stream_multiplexer::{
-    ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, MultiplexerBuilder,
+    Clock, ControlMessage, DisconnectReason, IncomingMessage, IncomingPacket, MultiplexerBuilder,
     MultiplexerError, OutgoingMessage, OutgoingPacket, Stats, StreamId,
 };
 
@@ -26,6 +27,10 @@ pub type Packet = IncomingPacket<io::Result<Bytes>>;
 /// The channel every new stream is announced on.
 pub const LOBBY: usize = 0;
 
+/// The period of the clock a server with [`TimeLimits`] counts: one
+/// [`Server::tick`] is one second passing.
+pub const TICK: Duration = Duration::from_secs(1);
+
 /// How to build the multiplexer under test.
 pub struct ServerSetup {
     /// The capacity of each channel's queue to the consumer.
@@ -36,6 +41,9 @@ pub struct ServerSetup {
     pub max_streams: usize,
     /// Width of each frame's length field, in bytes.
     pub width: usize,
+    /// The multiplexer's time limits, on a clock the test ticks by hand
+    /// ([`Server::tick`]); `None` (the default) for no clock at all.
+    pub time_limits: Option<TimeLimits>,
 }
 
 impl Default for ServerSetup {
@@ -45,8 +53,20 @@ impl Default for ServerSetup {
             sender_buffer_size: 128,
             max_streams: usize::MAX,
             width: 2,
+            time_limits: None,
         }
     }
+}
+
+/// The multiplexer's `idle_timeout` and `write_timeout`, counted in
+/// [`TICK`]s of a clock the test drives: time passes exactly when the test
+/// says so, never while it waits.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TimeLimits {
+    /// The multiplexer's `idle_timeout` (`None`: no limit).
+    pub idle_timeout: Option<Duration>,
+    /// The multiplexer's `write_timeout` (`None`: no limit).
+    pub write_timeout: Option<Duration>,
 }
 
 /// The application's side of a running multiplexer.
@@ -65,6 +85,8 @@ pub struct Server {
     pub stats: Stats,
     /// What `Run` resolved to, once it has.
     finished: std_mpsc::Receiver<Result<(), MultiplexerError>>,
+    /// The ticks of the multiplexer's clock, if it has one.
+    ticks: Option<mpsc::UnboundedSender<()>>,
 }
 
 impl Server {
@@ -78,9 +100,18 @@ impl Server {
             .unzip();
         let (outgoing, outgoing_rx) = mpsc::unbounded();
         let (control, control_rx) = mpsc::unbounded();
-        let multiplexer = MultiplexerBuilder::new(setup.sender_buffer_size)
-            .max_streams(setup.max_streams)
-            .build(outgoing_rx, senders);
+        let mut builder =
+            MultiplexerBuilder::new(setup.sender_buffer_size).max_streams(setup.max_streams);
+        let mut ticks = None;
+        if let Some(limits) = setup.time_limits {
+            let (tick, tick_rx) = mpsc::unbounded();
+            ticks = Some(tick);
+            builder = builder
+                .clock(Clock::new(TICK, tick_rx))
+                .idle_timeout(limits.idle_timeout)
+                .write_timeout(limits.write_timeout);
+        }
+        let multiplexer = builder.build(outgoing_rx, senders);
         let stats = multiplexer.stats();
         let run = multiplexer.run(halves, control_rx);
         let (done, finished) = std_mpsc::channel();
@@ -98,6 +129,7 @@ impl Server {
             channels,
             stats,
             finished,
+            ticks,
         }
     }
 
@@ -281,6 +313,19 @@ impl Server {
     /// Closes `ids` once what is queued for them is written.
     pub fn close(&self, ids: Vec<StreamId>) {
         self.packet(OutgoingPacket::Shutdown(ids));
+    }
+
+    // -- Time -------------------------------------------------------------
+
+    /// One [`TICK`] of the multiplexer's clock passes (the server must have
+    /// been started with [`TimeLimits`]).
+    #[track_caller]
+    pub fn tick(&self) {
+        self.ticks
+            .as_ref()
+            .expect("a server started without time limits has no clock")
+            .unbounded_send(())
+            .expect("the multiplexer stopped taking ticks");
     }
 
     // -- Stopping ---------------------------------------------------------
