@@ -207,7 +207,7 @@
 //!     makes it panic. Whatever is not delivered is counted in the [`Stats`]
 //!     of [`Multiplexer::stats`]: see [`StatsSnapshot`] for what.
 //! 13. **Memory bounds.** Per stream: a backlog of `sender_buffer_size`
-//!     values, a 16 KiB write buffer (by default), a read buffer bounded by
+//!     values, a write buffer of 16 KiB (by default) plus at most one frame, a read buffer bounded by
 //!     the codec's maximum frame; idle connections hold no buffers. The
 //!     kernel's socket buffers are outside (see RELIABILITY.md in the repository).
 //! 14. **Time limits (with a [`Clock`]).** With a clock given to the

@@ -42,7 +42,7 @@ use tcp::{SAFETY_TIMEOUT, within_safety_timeout};
 
 /// Width of the length field: 4 bytes, wide enough to declare 1 GiB.
 const WIDTH: usize = 4;
-/// The codec's default maximum frame length (SPEC §4.9).
+/// The codec's default maximum frame length (guarantee 9).
 const MAX_FRAME_LENGTH: u32 = 8 * 1024 * 1024;
 /// What the clients speak.
 const FRAMING: Framing = Framing::LengthDelimited { width: WIDTH };
@@ -50,7 +50,7 @@ const FRAMING: Framing = Framing::LengthDelimited { width: WIDTH };
 // ---------------------------------------------------------------------------
 // The attacks
 
-/// SPEC §4.9, §4.8: a client declaring a 1 GiB frame (above the 8 MiB
+/// guarantees 9 and 8: a client declaring a 1 GiB frame (above the 8 MiB
 /// maximum) is disconnected as soon as its length field arrives: its reader
 /// yields an `InvalidData` error, then `Linkdead`, and its connection is
 /// closed. Nothing of the declared size is reserved, let alone touched.
@@ -96,7 +96,7 @@ fn declared_gibibyte_frame_disconnects_the_client_without_allocating() {
     });
 }
 
-/// SPEC §4.9, §4.7: a client that sends a frame one byte at a time and then
+/// guarantees 9 and 7: a client that sends a frame one byte at a time and then
 /// stalls in the middle of it holds up nobody: a well-behaved client is
 /// served between every two bytes and all through the stall, and when the
 /// slow frame is finally complete it arrives whole, and that client is
@@ -134,7 +134,7 @@ fn byte_at_a_time_client_stalled_mid_frame_delays_nobody() {
     });
 }
 
-/// SPEC §4.9: a stalled partial frame costs what was sent, not what was
+/// guarantee 9: a stalled partial frame costs what was sent, not what was
 /// declared. 200 clients each declare a frame of the maximum length (8 MiB,
 /// accepted) and stall after its first KiB: the server's memory grows by a
 /// few MiB at most (1.6 GiB declared), the good client is served, and when
@@ -182,7 +182,7 @@ fn stalled_clients_declaring_the_maximum_frame_cost_what_they_sent() {
     });
 }
 
-/// SPEC §4.8: a client that shuts down its write side (half-open) ends its
+/// guarantee 8: a client that shuts down its write side (half-open) ends its
 /// reader: what it sent arrives, then `Linkdead`, and the server closes its
 /// side too. One that half-closes in the middle of a frame has the frame
 /// reported cut short (`UnexpectedEof`) before `Linkdead`. The good client
@@ -217,7 +217,7 @@ fn half_closed_clients_are_linkdead_and_others_go_on() {
     });
 }
 
-/// SPEC §4.8, §4.5: clients that vanish disturb nobody. One resets its
+/// guarantees 8 and 5: clients that vanish disturb nobody. One resets its
 /// connection (RST, not FIN): that is noticed, `Linkdead`. Ten go silent in
 /// the middle of a frame without a FIN, as a peer that lost power would:
 /// nothing tells the server they are gone, so they stay open, holding only
@@ -278,7 +278,7 @@ fn vanished_clients_do_not_disturb_the_others() {
     });
 }
 
-/// SPEC §4.6: a client that never reads, during a broadcast flood, is
+/// guarantee 6: a client that never reads, during a broadcast flood, is
 /// disconnected with `BacklogFull` once its backlog overflows (after the
 /// kernel's socket buffers and the writer's buffer have filled), and the
 /// server's memory stays bounded all along; four clients that read get every
@@ -354,7 +354,7 @@ fn client_that_never_reads_a_flood_is_dropped_and_the_others_get_everything() {
                 received[index] += 1;
             }
             // Still addressed to the slow client after its departure: those
-            // are dropped and counted (SPEC §4.4).
+            // are dropped and counted (guarantee 4).
             server.send(everyone.iter().copied(), round_payload(rounds));
             rounds += 1;
             if rounds.is_multiple_of(64) {
@@ -414,7 +414,7 @@ fn client_that_never_reads_a_flood_is_dropped_and_the_others_get_everything() {
     });
 }
 
-/// SPEC §4.12, §4.4: 10,000 connections come and go, 100 at a time. Each
+/// guarantees 12 and 4: 10,000 connections come and go, 100 at a time. Each
 /// sends a frame saying which client it is; then half hang up (`Linkdead`)
 /// and the server closes the other half (`Shutdown`), which see the end of
 /// their connection. A well-behaved client is served after every batch. The
@@ -484,7 +484,7 @@ fn ten_thousand_connects_and_disconnects_leave_nothing_behind() {
     });
 }
 
-/// SPEC §4.10: with `max_streams` open the server accepts no more: the
+/// guarantee 10: with `max_streams` open the server accepts no more: the
 /// clients beyond it wait in the listen backlog, what they send waiting in
 /// their sockets, while the admitted ones are served. Each way of leaving
 /// (hanging up, being closed by the server, a reader error) lets one waiting
@@ -551,7 +551,7 @@ fn clients_beyond_max_streams_wait_in_the_backlog_until_others_leave() {
     });
 }
 
-/// SPEC §4.10 with §1 ("a client that stops reading stalls nobody"): a
+/// guarantee 10 ("a client that stops reading stalls nobody"): a
 /// client that never reads, closed by the server with `Shutdown` while more
 /// is queued for it than its socket takes, has been announced gone, and its
 /// place under `max_streams` must go to the next client waiting.
@@ -595,7 +595,7 @@ fn closed_client_that_never_reads_gives_its_place_under_max_streams_back() {
         match server.next(LOBBY) {
             IncomingPacket::StreamConnected(id) => {
                 // Frames of different streams have no order between them
-                // (SPEC §4.1 orders each stream's own): either may be first.
+                // (guarantee 1 orders each stream's own): either may be first.
                 server.messages_in_any_order(&[
                     (id, b"let me in"),
                     (good_id, b"sent after the newcomer connected"),
@@ -614,7 +614,7 @@ fn closed_client_that_never_reads_gives_its_place_under_max_streams_back() {
     });
 }
 
-/// SPEC §4.10 at scale: 256 clients connect at once to a server that takes
+/// guarantee 10 at scale: 256 clients connect at once to a server that takes
 /// 32 at a time. Each is answered, hangs up, and lets the next one in; all
 /// are served, and never more than 32 streams are open.
 #[test]
