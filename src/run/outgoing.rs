@@ -201,12 +201,7 @@ where
     /// until done, out of budget, or (under [`BacklogPolicy::Wait`]) at a
     /// recipient with no room; in the last two cases it is kept in
     /// `self.unfinished`.
-    ///
-    /// A recipient whose backlog has no room for the values first has its
-    /// writer pumped at once: a backlog holds what the *socket* has not
-    /// taken, so a burst to a client whose socket has room is written out
-    /// rather than counted against it. Only when the socket takes no more
-    /// is the recipient slow, and the policy applies.
+    /// A recipient short of room goes through [`Self::deliver_to_full`].
     fn deliver<P: Parts<Value = V>>(
         &mut self,
         mut message: Unfinished<V>,
@@ -217,6 +212,10 @@ where
         let capacity = self.sender_buffer_size;
         let count = message.values.len().max(1);
         let (now, timed) = (streams.now(), streams.is_timed());
+        let latest = match message.delivery {
+            Delivery::Latest(latest) => Some(latest),
+            _ => None,
+        };
         while let Some(recipient) = message.recipients.get(message.next) {
             if *budget < count && *budget < DELIVERIES_PER_POLL {
                 self.unfinished = Some(message);
@@ -242,64 +241,95 @@ where
                 message.next += 1;
                 continue;
             };
-            let latest = match message.delivery {
-                Delivery::Latest(latest) => Some(latest),
-                _ => None,
+            let Some(entry) = streams.registry.get_mut(key) else {
+                message.next += 1;
+                continue;
             };
-            if let (Some(latest), Some(value)) = (latest, message.values.last())
-                && streams
-                    .registry
-                    .get_mut(key)
-                    .is_some_and(|e| e.writer.replace_latest(latest, value))
+            let queued = if let (Some(latest), Some(value)) = (latest, message.values.last())
+                && entry.writer.replace_latest(latest, value)
             {
                 streams.stats.conflated();
-                *budget = budget.saturating_sub(count);
-                message.next += 1;
-                continue;
-            }
-            if !has_room(streams, key, capacity, message.values.len()) {
-                // Moves what the socket takes out of the backlog; each pump
-                // moves some values or finds the sink full, so this ends.
-                while writers.pump_now(streams, key) > 0
-                    && !has_room(streams, key, capacity, message.values.len())
-                {}
-            }
-            let Some(entry) = streams.registry.get_mut(key) else {
-                // The pump found the connection dead and closed it.
-                message.next += 1;
-                continue;
-            };
-            let room = capacity.saturating_sub(entry.writer.backlog_len());
-            if message.values.len() > room {
-                if message.delivery == Delivery::Volatile {
-                    streams.stats.volatile_dropped();
-                } else {
-                    let wait = self.backlog_policy == BacklogPolicy::Wait
-                        && message.values.len() <= capacity;
-                    if wait {
-                        self.unfinished = Some(message);
-                        return;
+                Queued::Replaced
+            } else if entry.writer.backlog_len() + message.values.len() <= capacity {
+                if entry.writer.enqueue(&message.values, latest) {
+                    // It was idle: its write time limit starts now.
+                    entry.last_written = now;
+                    writers.schedule(key);
+                    if timed {
+                        streams.schedule(key);
                     }
-                    streams.close(key, Close::Now(DisconnectReason::BacklogFull));
                 }
-            } else if entry.writer.enqueue(&message.values, latest) {
-                // It was idle: its write time limit starts now.
-                entry.last_written = now;
-                writers.schedule(key);
-                if timed {
-                    streams.schedule(key);
-                }
+                Queued::Added
+            } else {
+                self.deliver_to_full(&message, key, latest, streams, writers)
+            };
+            if queued == Queued::Waiting {
+                self.unfinished = Some(message);
+                return;
             }
             *budget = budget.saturating_sub(count);
             message.next += 1;
         }
     }
+
+    /// Delivers a message to a recipient whose backlog has no room for it:
+    /// first its writer is pumped, to move what its socket takes out of
+    /// the backlog (a backlog holds what the *socket* has not taken, so a
+    /// burst to a client whose socket has room is written out rather than
+    /// counted against it). Only when the socket takes no more is the
+    /// recipient slow, and its delivery class, then the policy, decide.
+    fn deliver_to_full<P: Parts<Value = V>>(
+        &self,
+        message: &Unfinished<V>,
+        key: usize,
+        latest: Option<u64>,
+        streams: &mut Streams<P>,
+        writers: &mut WriteQueue,
+    ) -> Queued {
+        let (capacity, needed) = (self.sender_buffer_size, message.values.len());
+        let has_room = |streams: &Streams<P>| {
+            streams
+                .registry
+                .get(key)
+                .is_some_and(|e| e.writer.backlog_len() + needed <= capacity)
+        };
+        // Each pump moves some values or finds the sink full, so this ends.
+        while writers.pump_now(streams, key) > 0 && !has_room(streams) {}
+        let now = streams.now();
+        let Some(entry) = streams.registry.get_mut(key) else {
+            // The pump found the connection dead and closed it.
+            return Queued::Dropped;
+        };
+        if entry.writer.backlog_len() + needed <= capacity {
+            if entry.writer.enqueue(&message.values, latest) {
+                entry.last_written = now;
+                writers.schedule(key);
+                streams.schedule(key);
+            }
+            return Queued::Added;
+        }
+        if message.delivery == Delivery::Volatile {
+            streams.stats.volatile_dropped();
+            return Queued::Dropped;
+        }
+        if self.backlog_policy == BacklogPolicy::Wait && needed <= capacity {
+            return Queued::Waiting;
+        }
+        streams.close(key, Close::Now(DisconnectReason::BacklogFull));
+        Queued::Dropped
+    }
 }
 
-/// Whether the backlog of the stream at `key` has room for `values` more.
-fn has_room<P: Parts>(streams: &Streams<P>, key: usize, capacity: usize, values: usize) -> bool {
-    streams
-        .registry
-        .get(key)
-        .is_some_and(|e| e.writer.backlog_len() + values <= capacity)
+/// What delivering a message to one recipient did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Queued {
+    /// Queued in its backlog.
+    Added,
+    /// It replaced a value of the same key in its backlog.
+    Replaced,
+    /// Not queued: the recipient is gone, or was dropped as slow, or the
+    /// message was volatile.
+    Dropped,
+    /// Not queued yet: the policy waits for room.
+    Waiting,
 }
