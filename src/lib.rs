@@ -154,6 +154,13 @@
 //! it hands packets to the consumer in batches, with one lock and one
 //! wake-up per batch instead of an allocation and a wake-up per packet.
 //!
+//! # Across cores
+//!
+//! One [`Run`] does its I/O on one core. The [`shard`] module has the
+//! recipe for N: one multiplexer per core on one port, ids that never
+//! collide ([`shard::ShardIds`]), and a [`shard::Router`] that sends each
+//! packet to the shard holding its streams (`examples/sharded_echo.rs`).
+//!
 //! # Guarantees
 //!
 //! Numbered, so that the rest of these docs can cite them ("guarantee 6").
@@ -269,6 +276,7 @@ mod registry;
 mod rooms;
 mod run;
 pub mod runtime;
+pub mod shard;
 mod stats;
 mod timer_wheel;
 mod wake;

@@ -104,6 +104,39 @@ pub fn incoming(listener: TcpListener) -> Incoming {
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    listen(address, backlog, Sharing::Alone)
+}
+
+/// Like [`bind`], with `SO_REUSEPORT` set: several listeners, one per
+/// multiplexer (each on a core of its own), can bind the same address, and
+/// the kernel spreads new connections over them. See
+/// [`shard`](crate::shard) for the rest of the recipe. Unix only.
+///
+/// # Examples
+///
+/// ```
+/// use stream_multiplexer::runtime::smol::bind_reuse_port;
+///
+/// let first = bind_reuse_port("127.0.0.1:0".parse().unwrap(), 1024)?;
+/// let address = first.local_addr()?;
+/// let second = bind_reuse_port(address, 1024)?;
+/// assert_eq!(second.local_addr()?, address);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[cfg(unix)]
+pub fn bind_reuse_port(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    listen(address, backlog, Sharing::ReusePort)
+}
+
+/// Whether a listener shares its port with others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    Alone,
+    #[cfg(unix)]
+    ReusePort,
+}
+
+fn listen(address: SocketAddr, backlog: u32, sharing: Sharing) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
 
     let socket = Socket::new(
@@ -113,6 +146,12 @@ pub fn bind(address: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     )?;
     #[cfg(unix)]
     socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if sharing == Sharing::ReusePort {
+        socket.set_reuse_port(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = sharing;
     socket.bind(&address.into())?;
     // The kernel caps the backlog anyway; saturate rather than wrap.
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
