@@ -397,6 +397,40 @@ fn entering_a_room_tells_how_many_users_are_in_it() {
     assert_eq!(carol.recv_line(), "* 1 user online");
 }
 
+/// Twenty users enter `#den` at once: whatever order the server takes
+/// them in, each is told the count with itself and those before it, so
+/// the counts are 1 to 20, once each, although the multiplexer applies
+/// their `Join`s only after the server has sent them.
+#[test]
+fn users_entering_a_room_at_once_are_each_told_the_count_with_them() {
+    const USERS: usize = 20;
+    let server = Chat::start();
+    let mut users: Vec<Client> = (0..USERS)
+        .map(|i| {
+            let mut user = Client::connect(server.server.address, Framing::Lines);
+            user.write(format!("/nick u{i}\n/join den\n").as_bytes());
+            user
+        })
+        .collect();
+    let mut counts: Vec<usize> = users
+        .iter_mut()
+        .map(|user| {
+            let mut line = user.recv_line();
+            while line != "* you are in #den" {
+                line = user.recv_line();
+            }
+            let online = user.recv_line();
+            online
+                .strip_prefix("* ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|count| count.parse().ok())
+                .unwrap_or_else(|| panic!("expected a count, got {online:?}"))
+        })
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=USERS).collect::<Vec<_>>());
+}
+
 // Bad input, floods and half-closes.
 
 #[test]

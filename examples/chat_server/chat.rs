@@ -1,6 +1,6 @@
 //! Channel 1, the rooms: named users, in the crate's rooms.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use stream_multiplexer::{DisconnectReason, OutgoingPacket, RoomName, Rooms, StreamId};
 
@@ -14,25 +14,17 @@ use crate::{FIRST_ROOM, NAME_RULES, Packet};
 /// separators fit well within one 4 KiB line.
 const WHO_PER_LINE: usize = 100;
 
-/// The rooms' task. Who is in which room is the multiplexer's business
-/// (its [`Rooms`]): joining and leaving are `Join` and `Leave` packets,
-/// and a line said in a room is one message to the room. The task keeps
-/// only each user's name and the room it is in.
+/// The rooms' task. The rooms are the multiplexer's ([`Rooms`]): joining
+/// and leaving are `Join` and `Leave` packets, a line said in a room is one
+/// message to the room, and `/who` reads the room's members from there.
+/// The task keeps only each user's name and room ([`Directory`]).
 #[derive(Debug)]
 pub(crate) struct Chat {
     nicknames: SharedNicknames,
     rooms: Rooms,
     gate: Gate,
-    users: HashMap<StreamId, User>,
-    /// Users by folded name, for `/msg`.
-    by_name: HashMap<String, StreamId>,
+    users: Directory,
     arrivals: Arrivals,
-}
-
-#[derive(Debug)]
-struct User {
-    nick: String,
-    room: RoomName,
 }
 
 impl Consumer for Chat {
@@ -76,8 +68,7 @@ impl Chat {
             nicknames,
             rooms,
             gate: Gate::default(),
-            users: HashMap::new(),
-            by_name: HashMap::new(),
+            users: Directory::default(),
             arrivals: Arrivals::default(),
         }
     }
@@ -92,15 +83,8 @@ impl Chat {
                 eprintln!("client {id} is {nick}");
                 outbox.assume(id, handover.ending);
                 outbox.tell(id, format!("* hello {nick}, you are in #{FIRST_ROOM}"));
-                self.by_name.insert(fold(&nick), id);
                 let room = RoomName::from(FIRST_ROOM);
-                self.users.insert(
-                    id,
-                    User {
-                        nick,
-                        room: room.clone(),
-                    },
-                );
+                self.users.add(id, nick, room.clone());
                 self.enter(id, &room, outbox);
                 for said in handover.lines {
                     self.command(id, said, outbox);
@@ -117,7 +101,7 @@ impl Chat {
     fn depart(&mut self, id: StreamId, reason: DisconnectReason, outbox: &mut Outbox) {
         outbox.forget(id);
         outbox.farewell(id, reason);
-        let Some(user) = self.users.remove(&id) else {
+        let Some(user) = self.users.remove(id) else {
             return;
         };
         eprintln!("client {id} ({}) left ({reason:?})", user.nick);
@@ -127,12 +111,11 @@ impl Chat {
             id,
             format!("* {} left #{}", user.nick, user.room),
         );
-        self.by_name.remove(&fold(&user.nick));
         Nicknames::lock(&self.nicknames).release(&user.nick);
     }
 
     fn command(&mut self, id: StreamId, said: Said, outbox: &mut Outbox) {
-        let Some(user) = self.users.get(&id) else {
+        let Some(user) = self.users.get(id) else {
             return;
         };
         outbox.answer_in(id, said.ending);
@@ -166,20 +149,20 @@ impl Chat {
         }
     }
 
-    /// `/msg NAME TEXT`: to that user only.
-    fn message(&mut self, id: StreamId, to: &str, text: &str, outbox: &mut Outbox) {
+    /// `/msg NAME TEXT`: to that user only, in whatever room.
+    fn message(&self, id: StreamId, to: &str, text: &str, outbox: &mut Outbox) {
         if to.is_empty() || text.is_empty() {
             outbox.tell(id, "* usage: /msg NAME TEXT");
             return;
         }
-        let recipient = valid_name(to)
-            .then(|| self.by_name.get(&fold(to)))
-            .flatten();
-        let Some(&recipient) = recipient else {
+        let Some(recipient) = valid_name(to).then(|| self.users.find(to)).flatten() else {
             outbox.tell(id, format!("* no such user: {}", quote(to, MAX_NAME)));
             return;
         };
-        let line = format!("*{}* {}", self.users[&id].nick, printable(text));
+        let Some(sender) = self.users.get(id) else {
+            return;
+        };
+        let line = format!("*{}* {}", sender.nick, printable(text));
         if outbox.fits(id, &line) {
             outbox.tell(recipient, line);
         }
@@ -193,61 +176,147 @@ impl Chat {
             return;
         }
         let room = RoomName::from(fold(room));
-        let Some(user) = self.users.get_mut(&id) else {
+        let Some(user) = self.users.get(id) else {
             return;
         };
         if user.room == room {
             outbox.tell(id, format!("* you are in #{room} already"));
             return;
         }
-        let left = std::mem::replace(&mut user.room, room.clone());
+        let line = format!("* {} left #{}", user.nick, user.room);
+        let Some(left) = self.users.move_to(id, room.clone()) else {
+            return;
+        };
         outbox.push(OutgoingPacket::Leave(vec![id], left.clone()));
-        outbox.tell_room(&left, id, format!("* {} left #{left}", user.nick));
+        outbox.tell_room(&left, id, line);
         outbox.tell(id, format!("* you are in #{room}"));
         self.enter(id, &room, outbox);
     }
 
-    /// Puts a user, already recorded in `room`, in the multiplexer's room,
-    /// tells the room, and tells the user how many are there.
+    /// Puts a user, already in `room` in the directory, in the
+    /// multiplexer's room, tells the room, and tells the user how many are
+    /// there now.
     fn enter(&mut self, id: StreamId, room: &RoomName, outbox: &mut Outbox) {
-        let nick = &self.users[&id].nick;
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
         outbox.push(OutgoingPacket::Join(vec![id], room.clone()));
-        outbox.tell_room(room, id, format!("* {nick} joined #{room}"));
-        // The multiplexer applies the `Join` after this task has sent it,
-        // so the room's size may not count the user yet: it is counted
-        // once, either way. (Others who join or leave at this very moment
-        // may or may not be counted, as in any snapshot.)
-        let here = self.rooms.len(room) + usize::from(!self.is_in(id, room));
-        let online = match here {
+        outbox.tell_room(room, id, format!("* {} joined #{room}", user.nick));
+        // Counted here, not from `Rooms::len`: the multiplexer applies this
+        // task's `Join`s and `Leave`s after the task has sent them, so its
+        // count lags by every one still on its way — not only this user's:
+        // of sixty users joining at once, most would be told a number
+        // already passed.
+        let online = match self.users.headcount(room) {
             1 => "* 1 user online".to_owned(),
             n => format!("* {n} users online"),
         };
         outbox.tell(id, online);
     }
 
-    /// `/who`: the names in the user's room, a hundred per line.
+    /// `/who`: the names in the user's room, a hundred per line, as the
+    /// multiplexer's room has them, in the order they joined.
     fn who(&self, id: StreamId, outbox: &mut Outbox) {
-        let room = &self.users[&id].room;
-        let mut members = self.rooms.members(room);
-        // Its own `Join` may not be applied yet.
-        if !members.contains(&id) {
-            members.push(id);
+        let Some(user) = self.users.get(id) else {
+            return;
+        };
+        let room = &user.room;
+        // Members this task has moved out already (their `Leave` is on its
+        // way) are left out.
+        let mut members: Vec<StreamId> = self
+            .rooms
+            .members(room)
+            .into_iter()
+            .filter(|&member| self.users.get(member).is_some_and(|u| u.room == *room))
+            .collect();
+        // Users whose `Join` is on its way (this one, right after `/join`,
+        // or any who joined in the same moment) come last.
+        if members.len() < self.users.headcount(room) {
+            let listed: HashSet<StreamId> = members.iter().copied().collect();
+            let mut coming = self.users.in_room(room, |id| !listed.contains(&id));
+            coming.sort_unstable();
+            members.extend(coming);
         }
-        // Those this task has moved out already, whose `Leave` is on its
-        // way, are not there any more.
         let names: Vec<&str> = members
             .iter()
-            .filter_map(|member| self.users.get(member))
-            .filter(|user| user.room == *room)
+            .filter_map(|&member| self.users.get(member))
             .map(|user| user.nick.as_str())
             .collect();
         for chunk in names.chunks(WHO_PER_LINE) {
             outbox.tell(id, format!("* in #{room}: {}", chunk.join(", ")));
         }
     }
+}
 
-    /// Whether the multiplexer has `id` in `room` yet.
-    fn is_in(&self, id: StreamId, room: &str) -> bool {
-        self.rooms.rooms_of(id).iter().any(|name| &**name == room)
+/// The users, as this task has handled them: each one's name and room,
+/// the users by folded name (for `/msg`), and how many are in each room.
+/// The multiplexer's rooms catch up with this as they apply the task's
+/// packets. Every change goes through these methods, so the three agree.
+#[derive(Debug, Default)]
+struct Directory {
+    users: HashMap<StreamId, User>,
+    by_name: HashMap<String, StreamId>,
+    headcounts: HashMap<RoomName, usize>,
+}
+
+#[derive(Debug)]
+struct User {
+    nick: String,
+    room: RoomName,
+}
+
+impl Directory {
+    fn get(&self, id: StreamId) -> Option<&User> {
+        self.users.get(&id)
+    }
+
+    /// The user named `name`, in any case.
+    fn find(&self, name: &str) -> Option<StreamId> {
+        self.by_name.get(&fold(name)).copied()
+    }
+
+    fn headcount(&self, room: &str) -> usize {
+        self.headcounts.get(room).copied().unwrap_or(0)
+    }
+
+    /// The users in `room` that `wanted`, by scanning every user: only for
+    /// what the multiplexer has not caught up with.
+    fn in_room(&self, room: &str, wanted: impl Fn(StreamId) -> bool) -> Vec<StreamId> {
+        self.users
+            .iter()
+            .filter(|&(&id, user)| &*user.room == room && wanted(id))
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    fn add(&mut self, id: StreamId, nick: String, room: RoomName) {
+        self.by_name.insert(fold(&nick), id);
+        *self.headcounts.entry(room.clone()).or_default() += 1;
+        self.users.insert(id, User { nick, room });
+    }
+
+    /// Moves a user to `room`; gives back the room it left.
+    fn move_to(&mut self, id: StreamId, room: RoomName) -> Option<RoomName> {
+        let user = self.users.get_mut(&id)?;
+        *self.headcounts.entry(room.clone()).or_default() += 1;
+        let left = std::mem::replace(&mut user.room, room);
+        self.count_out(&left);
+        Some(left)
+    }
+
+    fn remove(&mut self, id: StreamId) -> Option<User> {
+        let user = self.users.remove(&id)?;
+        self.by_name.remove(&fold(&user.nick));
+        self.count_out(&user.room);
+        Some(user)
+    }
+
+    fn count_out(&mut self, room: &RoomName) {
+        if let Some(count) = self.headcounts.get_mut(room) {
+            *count -= 1;
+            if *count == 0 {
+                self.headcounts.remove(room);
+            }
+        }
     }
 }
