@@ -59,8 +59,10 @@ use crate::task::Said;
 use crate::{Packet, WRITE_TIMEOUT};
 
 /// What a client may send between `/nick` and its arrival in the rooms, in
-/// bytes of text: a script's commands, a paste of hundreds of lines.
-pub(crate) const HANDOVER_BYTES: usize = 64 * 1024;
+/// bytes of text: a script's commands, or a paste of a thousand lines of
+/// up to 256 bytes sent with `/nick` in one write. It costs a stream on
+/// its way no more than its outgoing backlog may (128 lines of 4 KiB).
+pub(crate) const HANDOVER_BYTES: usize = 256 * 1024;
 /// Packets of one stream kept while its hand-over has not come.
 const WAITING_PACKETS: usize = 64;
 /// How long a hand-over waits for its stream. A stream that has left can

@@ -35,7 +35,8 @@
 //! Rooms are the multiplexer's own ([`stream_multiplexer::Rooms`]): the
 //! server sends `Join` and `Leave` packets, and a line said in a room is
 //! one message to the room, which the multiplexer hands to every member
-//! but the sender. The server keeps only each user's name and room.
+//! but the sender. The server keeps only each user's name and room, and
+//! so how many users each room has ([`chat`]).
 //!
 //! The server prints `listening on ADDR` on stdout once it is bound (the
 //! only line it prints there, so a script can read the port), and logs
