@@ -281,18 +281,20 @@ async fn serve_chat(connections: Incoming, signals: Signals) -> Result<(), Box<d
 /// the goodbye, the multiplexer ([`then_goodbye`]); a second one stops the
 /// multiplexer at once.
 async fn on_signals(
-    mut signals: Signals,
+    signals: Signals,
     stops: [oneshot::Sender<()>; 2],
     control: mpsc::UnboundedSender<ControlMessage>,
 ) {
-    let Some(Ok(signal)) = signals.next().await else {
+    // A failed read of the signal pipe is skipped: the next signal comes.
+    let mut signals = signals.filter_map(|signal| future::ready(signal.ok()));
+    let Some(signal) = signals.next().await else {
         return;
     };
     eprintln!("chat_server: {signal:?}, shutting down (again to stop at once)");
     for stop in stops {
         let _ = stop.send(());
     }
-    if let Some(Ok(signal)) = signals.next().await {
+    if let Some(signal) = signals.next().await {
         eprintln!("chat_server: {signal:?}, stopping now");
         let _ = control.unbounded_send(ControlMessage::Abort);
     }
