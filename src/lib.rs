@@ -21,10 +21,67 @@
 //! [`runtime`] module has small adapters for the listeners of smol (default
 //! feature `smol`), async-std (`async-std`) and tokio (`tokio`).
 //!
-//! # Example
+//! # Quick start
 //!
-//! The example of the crate this one descends from, on smol: three channels,
-//! one client moved from channel 0 to 1 to 2, then a shutdown.
+//! An echo server on smol, with the fastest consumer channel
+//! ([`batch::channel`]: one lock and one wake-up per batch of packets) and
+//! the time limits that a public server needs (a [`Clock`]: idle clients are
+//! closed after 5 minutes, clients that stop reading after 30 seconds).
+//!
+//! ```
+//! use std::time::Duration;
+//! use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
+//! use stream_multiplexer::runtime::smol::{clock, incoming};
+//! use stream_multiplexer::{
+//!     ControlMessage, HalvesStream, IncomingPacket, MultiplexerBuilder, OutgoingMessage,
+//!     OutgoingPacket, batch,
+//! };
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let (channel0, mut packets) = batch::channel(1024);
+//!     let (mut replies, outgoing) = batch::channel(1024);
+//!     let multiplexer = MultiplexerBuilder::new(128)
+//!         .clock(clock(Duration::from_secs(1)))
+//!         .build(outgoing, vec![channel0]);
+//!
+//!     let listener = async_net::TcpListener::bind("127.0.0.1:0").await?;
+//!     let address = listener.local_addr()?;
+//!     // Frames with a 2-byte big-endian length prefix.
+//!     let halves = HalvesStream::new(incoming(listener), 2);
+//!     let (control, control_rx) = futures::channel::mpsc::unbounded();
+//!     let server = smol::spawn(multiplexer.run(halves, control_rx));
+//!
+//!     // The application: every frame goes back to its sender.
+//!     smol::spawn(async move {
+//!         while let Some(packet) = packets.next().await {
+//!             if let IncomingPacket::Message(message) = packet
+//!                 && let Ok(frame) = message.value
+//!             {
+//!                 let echo = OutgoingMessage::new([message.stream_id], [frame]);
+//!                 let _ = replies.send(OutgoingPacket::Message(echo)).await;
+//!             }
+//!         }
+//!     })
+//!     .detach();
+//!
+//!     let mut client = async_net::TcpStream::connect(address).await?;
+//!     client.write_all(b"\x00\x05hello").await?;
+//!     let mut echo = [0; 7];
+//!     client.read_exact(&mut echo).await?;
+//!     assert_eq!(&echo, b"\x00\x05hello");
+//!
+//!     control.unbounded_send(ControlMessage::Shutdown)?;
+//!     server.await?;
+//!     Ok(())
+//! })
+//! # }
+//! ```
+//!
+//! # The example of the crate this one descends from
+//!
+//! On smol, with `futures::channel::mpsc` channels: three channels, one
+//! client moved from channel 0 to 1 to 2, then a shutdown.
 //!
 //! ```
 //! use bytes::Bytes;
