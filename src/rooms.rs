@@ -122,12 +122,11 @@ impl RoomTable {
         if let Some(&moved) = members.get(position) {
             room.positions.insert(moved, position);
         }
-        if members.is_empty() {
-            if let Some((room, _)) = self.rooms.remove_entry(name)
-                && let Some(watch) = &mut self.watch
-            {
-                watch.changed(&room);
-            }
+        if members.is_empty()
+            && let Some((room, _)) = self.rooms.remove_entry(name)
+            && let Some(watch) = &mut self.watch
+        {
+            watch.changed(&room);
         }
         self.members -= 1;
         true
