@@ -129,7 +129,7 @@
 //!    arrival queue at most [`arrival_queue`](BackplaneConfig::arrival_queue)
 //!    (when it is full the backplane stops reading from Redis), a
 //!    connection's write buffer at most a bounded window of publications,
-//!    and a reply being read at most
+//!    and a reply being read is given up past
 //!    [`max_message_size`](BackplaneConfig::max_message_size) bytes.
 //!    Nothing grows with the time Redis is away.
 //! 5. **Losses are counted.** Every room message the application sends is,
@@ -167,7 +167,7 @@
 //! | the multiplexer is behind        | stops reading from Redis until the arrival queue has room             | nothing lost here (Redis may drop the subscriber if this lasts: `disconnects`) |
 //! | a bad message on a room's channel | drops it, reports [`BackplaneEvent::Rejected`]                        | `rejected` |
 //!
-//! Time is measured in ticks of the [`Clock`](crate::Clock) given to the
+//! Time is measured in ticks of the [`Clock`] given to the
 //! config, never with a timer of the backplane's own.
 //!
 //! # The envelope
@@ -596,7 +596,8 @@ impl<V, K> BackplaneRun<V, K> {
     /// Takes the rooms that gained their first local member or lost their
     /// last, for the subscriber to follow.
     fn follow_rooms(&mut self, cx: &mut Context<'_>) {
-        if let Poll::Ready(changes) = self.rooms.poll_changes(cx) {
+        // Until `Pending`: only then is this task woken by the next change.
+        while let Poll::Ready(changes) = self.rooms.poll_changes(cx) {
             self.subscriber.rooms_changed(changes, self.now);
         }
     }

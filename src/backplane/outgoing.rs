@@ -114,6 +114,9 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.application.is_none() {
+            return Poll::Ready(None);
+        }
         let arrivals_first = this.arrivals_first;
         this.arrivals_first = !arrivals_first;
         if arrivals_first && let Some(packet) = this.shared.next_arrival() {
