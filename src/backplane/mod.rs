@@ -247,8 +247,8 @@
 //! per message received: one parse, the envelope's fields checked, each
 //! value decoded (for [`RawCodec`] with `Bytes`, a slice of the payload:
 //! no copy). A poll of the backplane's future does a bounded amount of
-//! work (256 replies read and 256 publications taken at most), then wakes
-//! itself.
+//! work (at most 256 values read per connection and 256 publications
+//! taken), then wakes itself to let other tasks run.
 
 mod codec;
 mod config;

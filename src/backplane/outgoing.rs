@@ -27,8 +27,8 @@ use crate::packet::Target;
 /// per packet is a clone of the message's values and one push under a
 /// lock.
 ///
-/// When it alternates between the application's packets and those of
-/// other nodes, neither can hold the other back for long. It ends when the
+/// It takes the application's packets and those of other nodes in turn,
+/// so that neither holds the other back for long. It ends when the
 /// application's stream ends; the backplane's future then publishes what
 /// is queued and resolves.
 ///

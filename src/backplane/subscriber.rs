@@ -319,3 +319,101 @@ impl<V> fmt::Debug for Subscriber<V> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Delivery;
+    use crate::backplane::codec::RawCodec;
+    use crate::backplane::connection::Liveness;
+    use crate::backplane::envelope::{Publication, encode};
+    use crate::backplane::events::LinkKind;
+    use crate::backplane::link::Timing;
+    use crate::packet::Target;
+
+    const NODE: u64 = 1;
+
+    fn subscriber<V>() -> Subscriber<V> {
+        let timing = Timing {
+            liveness: Liveness {
+                ping_ticks: 1,
+                reply_ticks: 1,
+            },
+            reconnect_min: 1,
+            reconnect_max: 1,
+            max_message_size: usize::MAX,
+        };
+        Subscriber::new(Link::new(LinkKind::Subscriber, &timing), "p:".into(), NODE)
+    }
+
+    fn payload(origin: u64, room: &str, delivery: Delivery) -> Bytes {
+        let publication = Publication {
+            room: room.into(),
+            except: Some(7),
+            delivery,
+            values: vec![Bytes::from_static(b"v")],
+        };
+        let mut out = Vec::new();
+        encode(origin, &publication, &RawCodec, usize::MAX, &mut out).unwrap();
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn another_nodes_message_keeps_its_class_and_drops_its_except() {
+        for delivery in [Delivery::Reliable, Delivery::Volatile, Delivery::Latest(5)] {
+            let packet = subscriber::<Bytes>()
+                .to_packet(b"p:room", &payload(2, "room", delivery), &RawCodec)
+                .unwrap()
+                .unwrap();
+            let OutgoingPacket::Message(message) = packet else {
+                panic!("a message");
+            };
+            assert_eq!(message.delivery(), delivery);
+            assert_eq!(
+                message.target,
+                Target::Room {
+                    room: "room".into(),
+                    except: None
+                },
+                "the except id names a stream of the other node"
+            );
+            assert_eq!(message.values, [Bytes::from_static(b"v")]);
+        }
+    }
+
+    #[test]
+    fn this_nodes_own_message_is_ignored_and_a_wrong_room_rejected() {
+        let subscriber = subscriber::<Bytes>();
+        let own = payload(NODE, "room", Delivery::Reliable);
+        assert_eq!(subscriber.to_packet(b"p:room", &own, &RawCodec), Ok(None));
+        let elsewhere = payload(2, "other", Delivery::Reliable);
+        assert_eq!(
+            subscriber.to_packet(b"p:room", &elsewhere, &RawCodec),
+            Err(Rejection::WrongRoom)
+        );
+        assert_eq!(
+            subscriber.to_packet(b"room", &payload(2, "room", Delivery::Reliable), &RawCodec),
+            Err(Rejection::WrongRoom),
+            "a channel without the prefix"
+        );
+    }
+
+    #[test]
+    fn a_value_the_codec_refuses_rejects_the_message() {
+        let subscriber = subscriber::<String>();
+        let not_text = Publication {
+            room: "room".into(),
+            except: None,
+            delivery: Delivery::Reliable,
+            values: vec![Bytes::from_static(b"\xff")],
+        };
+        let mut out = Vec::new();
+        encode(2, &not_text, &RawCodec, usize::MAX, &mut out).unwrap();
+        assert_eq!(
+            subscriber
+                .to_packet(b"p:room", &Bytes::from(out), &RawCodec)
+                .map(|packet| packet.is_some()),
+            Err(Rejection::Value)
+        );
+    }
+}
