@@ -233,9 +233,10 @@
 //! task it spawns (on tokio or smol, which it must then pull in) into an
 //! unbounded queue, which would break guarantee 4 whenever the multiplexer
 //! is behind, and it speaks tokio's I/O traits only. Without `aio` the
-//! crate pulls in `combine` (its parser), `url` (with `idna` and its
-//! Unicode tables), `arcstr`, `itoa`, `ryu`, `percent-encoding` and
-//! `xxhash-rust`.
+//! crate pulls in `combine` (its parser, with `memchr`), `url` (with
+//! `idna` and its Unicode tables, about thirty small crates), `socket2`,
+//! `arcstr`, `itoa`, `ryu`, `percent-encoding` and `xxhash-rust`; no
+//! runtime, no tokio.
 //!
 //! # Performance notes
 //!
