@@ -315,6 +315,8 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations, rust_2018_idioms, unreachable_pub)]
 
+#[cfg(feature = "redis")]
+pub mod backplane;
 pub mod batch;
 mod channel;
 mod clock;
