@@ -255,7 +255,6 @@ impl Rooms {
     /// (waking the task later) while none did. The first call starts the
     /// watch and reports every room that has members. One watcher only.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    #[cfg_attr(feature = "redis", allow(dead_code))] // until the backplane lands
     pub(crate) fn poll_changes(&self, cx: &mut Context<'_>) -> Poll<Vec<(RoomName, bool)>> {
         let mut table = self.write();
         let table = &mut *table;
