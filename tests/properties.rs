@@ -1,16 +1,17 @@
 //! Model-based property tests: random interleavings of connects, frames,
 //! reader ends, write errors, stalled and closed channels, outgoing packets
-//! to valid and invalid ids and channels, and Shutdown or Abort, over
-//! in-memory transports. After every step and at the end, the SPEC §4
-//! invariants are checked by the model in `tests/model/mod.rs`, which the
-//! `packets` fuzz target shares.
+//! to valid and invalid ids and channels, ticks of a clock with small time
+//! limits (or no clock), and Shutdown or Abort, over in-memory transports.
+//! After every step and at the end, the invariants of the crate docs'
+//! `# Guarantees` are checked by the model in `tests/model/mod.rs`, which
+//! the `packets` fuzz target shares.
 //!
 //! 256 cases by default; set `PROPTEST_CASES` for more.
 
 #[path = "model/mod.rs"]
 mod model;
 
-use model::{End, Finding, Op, Scenario, Target};
+use model::{End, Finding, Ids, Limits, Op, Scenario, Target};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -18,12 +19,17 @@ use proptest::prelude::*;
 /// Core bugs found by the model and still open, each pinned by a failing
 /// test in `findings` below. The property looks past them so that it keeps
 /// guarding everything else; once a finding's test passes, its entry goes.
-const OPEN_FINDINGS: &[Finding] = &[];
+const OPEN_FINDINGS: &[Finding] = &[
+    Finding::TicksStopWakingAfterAnExpiry,
+    Finding::WriteLimitRestartsOnQueue,
+    Finding::FlushWhileClosingIsNoProgress,
+];
 
 fn target() -> impl Strategy<Value = Target> {
     prop_oneof![
         6 => any::<u8>().prop_map(Target::Client),
         1 => any::<u8>().prop_map(Target::Unknown),
+        4 => any::<u8>().prop_map(Target::Slow),
     ]
 }
 
@@ -40,7 +46,8 @@ fn packet() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Anything but a tick.
+fn plain_op() -> impl Strategy<Value = Op> {
     let client = any::<u8>();
     let channel = any::<u8>();
     prop_oneof![
@@ -48,8 +55,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::AcceptError),
         12 => (any::<u8>(), 1..=4u8).prop_map(|(client, frames)| Op::Send { client, frames }),
         2 => client.prop_map(|client| Op::EndRead { client }),
-        2 => client.prop_map(|client| Op::StopReading { client }),
+        8 => client.prop_map(|client| Op::StopReading { client }),
         2 => client.prop_map(|client| Op::ResumeReading { client }),
+        3 => (any::<u8>(), 1..=3u8).prop_map(|(client, values)| Op::ReadSome { client, values }),
         1 => client.prop_map(|client| Op::DropReceiver { client }),
         4 => channel.prop_map(|channel| Op::Stall { channel }),
         4 => channel.prop_map(|channel| Op::Resume { channel }),
@@ -59,34 +67,67 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// An operation; `ticks` weighs the ticks against the 60 of everything
+/// else.
+fn op(ticks: u32) -> impl Strategy<Value = Op> {
+    prop_oneof![
+        60 => plain_op(),
+        ticks => (1..=6u8).prop_map(|ticks| Op::Tick { ticks }),
+        ticks.div_ceil(4) => plain_op().prop_map(|op| Op::TickWith(Box::new(op))),
+    ]
+}
+
+/// Operations, with more ticks in some runs than in others: where time
+/// runs fast every stream times out, where it runs slow streams live long
+/// enough for backlogs and slow clients to build up.
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    (1..=20u32).prop_flat_map(|ticks| vec(op(ticks), 0..96))
+}
+
+/// Small limits, so that they pass within a run; some runs have no clock,
+/// some a clock with no limit at all.
+fn clock() -> impl Strategy<Value = Option<Limits>> {
+    let idle = proptest::option::weighted(0.5, 2..=6u64);
+    let write = proptest::option::weighted(0.8, 2..=6u64);
+    proptest::option::weighted(
+        0.75,
+        (idle, write).prop_map(|(idle, write)| Limits { idle, write }),
+    )
+}
+
+fn ids() -> impl Strategy<Value = Ids> {
+    prop_oneof![
+        4 => Just(Ids::Counting),
+        4 => Just(Ids::Wrapping),
+        1 => Just(Ids::Hogging),
+    ]
+}
+
 fn end() -> impl Strategy<Value = End> {
     prop_oneof![
         3 => Just(End::Shutdown),
         1 => Just(End::CloseControl),
         2 => Just(End::Abort),
         1 => Just(End::ShutdownThenAbort),
+        3 => Just(End::ShutdownWhileTicking),
     ]
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
     (
-        1..=3usize,
-        1..=4usize,
-        0..=2usize,
-        0..=2usize,
+        (1..=3usize, 1..=4usize, 0..=2usize, 0..=2usize),
         proptest::option::weighted(0.2, 1..=3usize),
-        any::<bool>(),
-        vec(op(), 0..48),
+        ids(),
+        clock(),
+        ops(),
         end(),
     )
         .prop_map(
             |(
-                channels,
-                backlog,
-                client_buffer,
-                channel_buffer,
+                (channels, backlog, client_buffer, channel_buffer),
                 max_streams,
-                wrapping_ids,
+                ids,
+                clock,
                 ops,
                 end,
             )| {
@@ -96,7 +137,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
                     client_buffer,
                     channel_buffer,
                     max_streams,
-                    wrapping_ids,
+                    ids,
+                    clock,
                     ops,
                     end,
                 }
@@ -105,8 +147,8 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 }
 
 proptest! {
-    /// Whatever happens, in whatever order, the SPEC §4 invariants hold
-    /// after every step and at the end.
+    /// Whatever happens, in whatever order, the guarantees hold after every
+    /// step and at the end.
     #[test]
     fn multiplexer_keeps_its_invariants_under_random_interleavings(scenario in scenario()) {
         if let Err(violation) = model::run(&scenario, OPEN_FINDINGS) {
@@ -142,20 +184,111 @@ fn fuzz_decoder_yields_scenarios_that_hold() {
     }
 }
 
+/// Scenarios in which the model once went wrong about the poll order (its
+/// own errors, not the multiplexer's), kept so that it does not again.
+#[test]
+fn scenarios_that_once_tripped_the_model_hold() {
+    let scenario = |max_streams, clock, ops| Scenario {
+        channels: 2,
+        backlog: 1,
+        client_buffer: 0,
+        channel_buffer: 0,
+        max_streams,
+        ids: Ids::Counting,
+        clock,
+        ops,
+        end: End::Shutdown,
+    };
+    let idle = |ticks| {
+        Some(Limits {
+            idle: Some(ticks),
+            write: None,
+        })
+    };
+    let message = |client, values| Op::Message {
+        to: vec![Target::Client(client)],
+        values,
+    };
+    let cases = [
+        // The tick's idle limit makes room under `max_streams`, and the
+        // newcomer admitted in the same poll evicts the stream that just
+        // left, before the packets of that poll reach it.
+        scenario(
+            Some(1),
+            idle(5),
+            vec![
+                Op::Connect,
+                Op::Tick { ticks: 4 },
+                Op::Connect,
+                Op::TickWith(Box::new(Op::Burst(vec![message(0, 0), message(0, 0)]))),
+            ],
+        ),
+        // A stream that left at the tick is dropped by a packet of the
+        // same poll: its write half goes right after its reader.
+        scenario(
+            None,
+            idle(2),
+            vec![
+                Op::Connect,
+                Op::Tick { ticks: 1 },
+                Op::TickWith(Box::new(message(0, 2))),
+            ],
+        ),
+        // Shut down by a packet, then dropped as its write fails in the same
+        // poll.
+        scenario(
+            None,
+            None,
+            vec![
+                Op::Connect,
+                Op::DropReceiver { client: 0 },
+                Op::Burst(vec![
+                    message(0, 1),
+                    Op::Shutdown {
+                        to: vec![Target::Client(0)],
+                    },
+                ]),
+            ],
+        ),
+        // It left at the tick, and the same poll found the last channel
+        // gone and dropped everything.
+        scenario(
+            None,
+            idle(4),
+            vec![
+                Op::Connect,
+                Op::DropConsumer { channel: 1 },
+                Op::Tick { ticks: 3 },
+                Op::DropConsumer { channel: 0 },
+                Op::Tick { ticks: 1 },
+            ],
+        ),
+    ];
+    for (n, scenario) in cases.iter().enumerate() {
+        if let Err(violation) = model::run(scenario, OPEN_FINDINGS) {
+            panic!("case {n}, {scenario:?}: {violation}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Findings: each pins one core bug the model found, in its smallest form.
 
 mod findings {
+    use std::cell::Cell;
     use std::pin::Pin;
+    use std::rc::Rc;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::{Context, Poll};
+    use std::time::Duration;
 
-    use futures::Future;
-    use futures::channel::mpsc;
+    use futures::channel::mpsc::{self, TryRecvError};
     use futures::task::{ArcWake, waker};
+    use futures::{Future, Sink};
     use stream_multiplexer::{
-        ControlMessage, IncomingPacket, MultiplexerBuilder, OutgoingMessage, OutgoingPacket,
+        Clock, ControlMessage, DisconnectReason, IncomingPacket, MultiplexerBuilder,
+        OutgoingMessage, OutgoingPacket,
     };
 
     struct CountingWaker(AtomicUsize);
@@ -178,7 +311,7 @@ mod findings {
         (client_reads, client_writes)
     }
 
-    /// SPEC §4.7, §4.11: a graceful shutdown that has to wait (here for a
+    /// Guarantees 7 and 11: a graceful shutdown that has to wait (here for a
     /// consumer that has not taken the announcements yet) must wait
     /// without spinning. Found by the model: when the shutdown began at
     /// `max_streams`, `Run` woke itself on every poll for as long as the
@@ -219,7 +352,7 @@ mod findings {
         );
     }
 
-    /// SPEC §4.11, §4.12: after `Abort`, every connection is closed, so
+    /// Guarantees 11 and 12: after `Abort`, every connection is closed, so
     /// none may be counted as open (and those it closed must be counted
     /// somewhere, for `accepted == streams_open + departed()` to mean
     /// anything). Found by the model: `streams_open` keeps counting the
@@ -248,7 +381,7 @@ mod findings {
         assert_eq!(after.streams_open, 0, "after Abort: {after:?}");
         assert_eq!(after.accepted, after.streams_open + after.departed());
     }
-    /// SPEC §4.3, §4.11, §4.12: a graceful shutdown flushes what the
+    /// Guarantees 3, 11 and 12: a graceful shutdown flushes what the
     /// application already sent. Found while reading `Run::poll`: a
     /// `Message([id], [bye])` already waiting in the outgoing stream when
     /// `ControlMessage::Shutdown` arrives is dropped - the control stream is
@@ -288,6 +421,247 @@ mod findings {
             snapshot.frames_out + snapshot.dropped_unknown_id,
             1,
             "bye was neither delivered nor counted: {snapshot:?}"
+        );
+    }
+
+    /// A multiplexer with a clock of one tick a second and the given limits,
+    /// a lobby that holds 8 packets, and the senders that drive it.
+    struct Timed<W> {
+        halves: mpsc::UnboundedSender<std::io::Result<(W, mpsc::UnboundedReceiver<u32>)>>,
+        outgoing: mpsc::UnboundedSender<OutgoingPacket<u32>>,
+        ticks: mpsc::UnboundedSender<()>,
+        lobby: mpsc::Receiver<IncomingPacket<u32>>,
+        _control: mpsc::UnboundedSender<ControlMessage>,
+    }
+
+    /// Polls the run 20 times (a clock that ticks by hand needs no more).
+    fn settle<F: Future + Unpin>(run: &mut F) {
+        let task = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&task);
+        for _ in 0..20 {
+            assert!(Pin::new(&mut *run).poll(&mut cx).is_pending());
+        }
+    }
+
+    /// Polls the run as an executor does: again only while it wakes itself.
+    fn poll_while_woken<F: Future + Unpin>(run: &mut F, wakes: &Arc<CountingWaker>) {
+        let task = waker(Arc::clone(wakes));
+        let mut cx = Context::from_waker(&task);
+        for _ in 0..100 {
+            let before = wakes.0.load(Ordering::SeqCst);
+            assert!(Pin::new(&mut *run).poll(&mut cx).is_pending());
+            if wakes.0.load(Ordering::SeqCst) == before {
+                return;
+            }
+        }
+    }
+
+    fn timed<W>(
+        idle: Option<u64>,
+        write: Option<u64>,
+    ) -> (
+        Timed<W>,
+        impl Future<Output = Result<(), stream_multiplexer::MultiplexerError>> + Unpin,
+    )
+    where
+        W: Sink<u32> + Unpin,
+    {
+        let (halves, halves_rx) = mpsc::unbounded();
+        let (outgoing, outgoing_rx) = mpsc::unbounded::<OutgoingPacket<u32>>();
+        let (control, control_rx) = mpsc::unbounded();
+        let (lobby, lobby_rx) = mpsc::channel::<IncomingPacket<u32>>(8);
+        let (ticks, ticks_rx) = mpsc::unbounded::<()>();
+        let run = MultiplexerBuilder::new(2)
+            .clock(Clock::new(Duration::from_secs(1), ticks_rx))
+            .idle_timeout(idle.map(Duration::from_secs))
+            .write_timeout(write.map(Duration::from_secs))
+            .build(outgoing_rx, vec![lobby])
+            .run(halves_rx, control_rx);
+        let parts = Timed {
+            halves,
+            outgoing,
+            ticks,
+            lobby: lobby_rx,
+            _control: control,
+        };
+        (parts, run)
+    }
+
+    /// Guarantee 14, time limits pass at the tick they are due. Found by
+    /// the model: a tick that hands timer entries back (here, the one at
+    /// which a silent stream's idle limit passes) leaves the clock's stream
+    /// polled to `Ready` and never to `Pending`, since `Streams::expire`
+    /// returns as soon as it has looked at every due entry, before it
+    /// polls the ticks again. No waker is registered for the clock, so the
+    /// next ticks do not wake `Run`: here, the stream that left (idle)
+    /// should close once its linger passes at tick 4, and stays held for as
+    /// long as nothing else wakes the run.
+    #[test]
+    fn a_tick_that_expires_a_stream_leaves_the_clock_listened_to() {
+        let (parts, mut run) = timed::<mpsc::Sender<u32>>(Some(2), Some(2));
+        let (write, mut client_reads) = mpsc::channel::<u32>(0);
+        let (_client_writes, read) = mpsc::unbounded::<u32>();
+        assert!(parts.halves.unbounded_send(Ok((write, read))).is_ok());
+        let wakes = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        poll_while_woken(&mut run, &wakes);
+        let mut woken_by = Vec::new();
+        for tick in 1..=4 {
+            let before = wakes.0.load(Ordering::SeqCst);
+            assert!(parts.ticks.unbounded_send(()).is_ok());
+            if wakes.0.load(Ordering::SeqCst) > before {
+                woken_by.push(tick);
+                poll_while_woken(&mut run, &wakes);
+            }
+        }
+        assert_eq!(woken_by, [1, 2, 3, 4], "the ticks that woke the run");
+        assert!(
+            matches!(client_reads.try_recv(), Err(TryRecvError::Closed)),
+            "the stream that left at tick 2 is still held after its linger passed at tick 4"
+        );
+    }
+
+    /// Guarantee 14, and the write limit's definition: it counts from the
+    /// writer's last progress (a value handed on, a flush or close
+    /// completed) or from when it became busy. Found by the model: a
+    /// `Message` queued to a writer whose backlog is empty restarts the
+    /// limit, even when the writer is already busy because its socket has
+    /// not taken the last value it was handed (`Writer::enqueue` reports
+    /// "was idle" from the backlog alone). Here the socket took a value at
+    /// tick 0 and nothing since; the limit of 2 ticks passes at tick 2, but
+    /// the stream is dropped only at tick 3 (and an empty `Message` does
+    /// the same).
+    #[test]
+    fn a_message_to_a_stuck_writer_does_not_restart_its_write_limit() {
+        let (parts, mut run) = timed::<mpsc::Sender<u32>>(None, Some(2));
+        // A client that never reads: its socket takes one value.
+        let (write, _client_reads) = mpsc::channel::<u32>(0);
+        let (_client_writes, read) = mpsc::unbounded::<u32>();
+        assert!(parts.halves.unbounded_send(Ok((write, read))).is_ok());
+        let send = |value: u32| {
+            let message = OutgoingMessage::new([1], [value]);
+            assert!(
+                parts
+                    .outgoing
+                    .unbounded_send(OutgoingPacket::Message(message))
+                    .is_ok()
+            );
+        };
+        settle(&mut run);
+        send(10); // taken by the socket at tick 0, which is then full
+        settle(&mut run);
+        assert!(parts.ticks.unbounded_send(()).is_ok());
+        settle(&mut run);
+        send(11); // tick 1: queued; the socket takes nothing
+        settle(&mut run);
+        assert!(parts.ticks.unbounded_send(()).is_ok());
+        settle(&mut run);
+        let mut lobby = parts.lobby;
+        let mut announced = Vec::new();
+        while let Ok(packet) = lobby.try_recv() {
+            announced.push(packet);
+        }
+        assert!(
+            matches!(
+                announced.last(),
+                Some(IncomingPacket::StreamDisconnected(
+                    1,
+                    DisconnectReason::WriteTimeout
+                ))
+            ),
+            "at tick 2 the lobby got {announced:?}"
+        );
+    }
+
+    /// A socket that takes one value until its client reads it, and whose
+    /// close completes only once `closable` is set (a close that lingers,
+    /// as over TLS or with `SO_LINGER`).
+    struct LingeringSocket {
+        values: mpsc::Sender<u32>,
+        closable: Rc<Cell<bool>>,
+    }
+
+    impl Sink<u32> for LingeringSocket {
+        type Error = mpsc::SendError;
+
+        fn poll_ready(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            self.values.poll_ready(cx)
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, value: u32) -> Result<(), Self::Error> {
+            self.values.start_send(value)
+        }
+
+        fn poll_flush(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Result<(), Self::Error>> {
+            Pin::new(&mut self.values).poll_flush(cx)
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            if self.closable.get() {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Guarantee 14, and the write limit's definition: a flush that
+    /// completes is progress. Found by the model: a closing writer whose
+    /// flush completes while its sink's close is still pending reports
+    /// `Blocked` with nothing written, which `WriteQueue::settle` does not
+    /// count as progress. Here the client reads the value at tick 1, the
+    /// flush completes at tick 1, so the limit of 2 ticks passes at tick 3;
+    /// the stream is dropped at tick 2.
+    #[test]
+    fn a_flush_that_completes_while_the_close_waits_is_progress() {
+        let (parts, mut run) = timed::<LingeringSocket>(None, Some(2));
+        let (values, mut client_reads) = mpsc::channel::<u32>(0);
+        let (_client_writes, read) = mpsc::unbounded::<u32>();
+        let closable = Rc::new(Cell::new(false));
+        let socket = LingeringSocket {
+            values,
+            closable: Rc::clone(&closable),
+        };
+        assert!(parts.halves.unbounded_send(Ok((socket, read))).is_ok());
+        settle(&mut run);
+        // Tick 0: a value, which fills the socket, then Shutdown.
+        let message = OutgoingMessage::new([1], [10]);
+        assert!(
+            parts
+                .outgoing
+                .unbounded_send(OutgoingPacket::Message(message))
+                .is_ok()
+        );
+        assert!(
+            parts
+                .outgoing
+                .unbounded_send(OutgoingPacket::Shutdown(vec![1]))
+                .is_ok()
+        );
+        settle(&mut run);
+        // Tick 1: the client reads it; the flush completes, the close waits.
+        assert!(parts.ticks.unbounded_send(()).is_ok());
+        settle(&mut run);
+        assert_eq!(client_reads.try_recv().ok(), Some(10));
+        settle(&mut run);
+        assert!(parts.ticks.unbounded_send(()).is_ok());
+        settle(&mut run);
+        assert_eq!(
+            Rc::strong_count(&closable),
+            2,
+            "the stream was dropped at tick 2, a tick after its flush completed"
+        );
+        assert!(parts.ticks.unbounded_send(()).is_ok());
+        settle(&mut run);
+        assert_eq!(
+            Rc::strong_count(&closable),
+            1,
+            "the stream is still held at tick 3, when its write limit passed"
         );
     }
 }
