@@ -63,7 +63,19 @@ pub(crate) enum WriteOutcome {
 pub(crate) struct Pumped {
     /// Values that left the backlog for the sink.
     pub(crate) written: usize,
+    /// Whether a flush of the sink completed.
+    pub(crate) flushed: bool,
     pub(crate) outcome: WriteOutcome,
+}
+
+impl Pumped {
+    /// Whether the socket took something: a value handed on, a flush or a
+    /// close completed. What the write timeout waits for.
+    pub(crate) fn progressed(&self) -> bool {
+        self.written > 0
+            || self.flushed
+            || matches!(self.outcome, WriteOutcome::Idle | WriteOutcome::Closed)
+    }
 }
 
 /// The most values one writer hands to its sink in one turn, so that one
@@ -157,19 +169,23 @@ impl<W, V> Writer<W, V> {
     where
         W: Sink<V> + Unpin,
     {
-        let mut written = 0;
-        let outcome = self.pump_counting(flush, &mut written);
-        Pumped { written, outcome }
+        let mut pumped = Pumped {
+            written: 0,
+            flushed: false,
+            outcome: WriteOutcome::Idle,
+        };
+        pumped.outcome = self.pump_counting(flush, &mut pumped);
+        pumped
     }
 
-    fn pump_counting(&mut self, flush: Flush, written: &mut usize) -> WriteOutcome
+    fn pump_counting(&mut self, flush: Flush, pumped: &mut Pumped) -> WriteOutcome
     where
         W: Sink<V> + Unpin,
     {
         let mut cx = self.wakeup.begin_poll();
         let mut sink = Pin::new(&mut self.sink);
         while !self.backlog.is_empty() {
-            if *written == VALUES_PER_TURN {
+            if pumped.written == VALUES_PER_TURN {
                 self.wakeup.wake();
                 return WriteOutcome::Yielded;
             }
@@ -184,7 +200,7 @@ impl<W, V> Writer<W, V> {
             if sink.as_mut().start_send(value).is_err() {
                 return WriteOutcome::Failed;
             }
-            *written += 1;
+            pumped.written += 1;
             self.unflushed = true;
         }
         if self.unflushed && flush == Flush::Later && !self.closing {
@@ -192,7 +208,10 @@ impl<W, V> Writer<W, V> {
         }
         if self.unflushed {
             match sink.as_mut().poll_flush(&mut cx) {
-                Poll::Ready(Ok(())) => self.unflushed = false,
+                Poll::Ready(Ok(())) => {
+                    self.unflushed = false;
+                    pumped.flushed = true;
+                }
                 Poll::Ready(Err(_)) => return WriteOutcome::Failed,
                 Poll::Pending => return WriteOutcome::Blocked,
             }
@@ -242,6 +261,7 @@ mod tests {
                 pumped,
                 Pumped {
                     written: 200,
+                    flushed: false,
                     outcome: WriteOutcome::Unflushed
                 }
             );
@@ -256,6 +276,7 @@ mod tests {
             pumped,
             Pumped {
                 written: 0,
+                flushed: true,
                 outcome: WriteOutcome::Idle
             }
         );

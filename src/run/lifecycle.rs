@@ -340,14 +340,14 @@ impl<P: Parts> Streams<P> {
         };
         timers.poll_ticks(cx);
         for _ in 0..EXPIRIES_PER_POLL {
-            let Some(timers) = &mut self.timers else {
-                return false;
-            };
-            let Some((at, (key, id))) = timers.next_due() else {
-                return false;
+            let Some((at, (key, id))) = self.timers.as_mut().and_then(Timers::next_due) else {
+                break;
             };
             let Some(entry) = self.registry.get_mut(key).filter(|e| e.id == id) else {
                 continue;
+            };
+            let Some(timers) = &mut self.timers else {
+                break;
             };
             match timers.check(at, key, entry) {
                 None => {}

@@ -251,10 +251,14 @@ where
                 streams.stats.conflated();
                 Queued::Replaced
             } else if entry.writer.backlog_len() + message.values.len() <= capacity {
+                let was_busy = entry.writer.is_busy();
                 if entry.writer.enqueue(&message.values, latest) {
-                    // It was idle: its write time limit starts now.
-                    entry.last_written = now;
                     writers.schedule(key);
+                }
+                if !was_busy {
+                    // Its write time limit starts now; a busy writer's
+                    // runs from its last progress, whatever is added.
+                    entry.last_written = now;
                     if timed {
                         streams.schedule(key);
                     }
@@ -301,9 +305,12 @@ where
             return Queued::Dropped;
         };
         if entry.writer.backlog_len() + needed <= capacity {
+            let was_busy = entry.writer.is_busy();
             if entry.writer.enqueue(&message.values, latest) {
-                entry.last_written = now;
                 writers.schedule(key);
+            }
+            if !was_busy {
+                entry.last_written = now;
                 streams.schedule(key);
             }
             return Queued::Added;

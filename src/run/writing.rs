@@ -120,9 +120,7 @@ impl WriteQueue {
     /// Acts on what a pump left the writer in.
     fn settle<P: Parts>(&mut self, streams: &mut Streams<P>, key: usize, pumped: Pumped) {
         streams.stats.frames_out(pumped.written as u64);
-        let progressed = pumped.written > 0
-            || matches!(pumped.outcome, WriteOutcome::Idle | WriteOutcome::Closed);
-        if progressed {
+        if pumped.progressed() {
             streams.wrote(key);
         }
         match pumped.outcome {
