@@ -81,10 +81,16 @@ impl Scenario {
 pub enum Metric {
     /// Frames/s that reached the consumer.
     Ingress,
+    /// Server CPU time per frame that reached the consumer (seconds).
+    IngressCpu,
     /// Deliveries/s of broadcast frames, counted by the clients.
     Broadcast,
+    /// Server CPU time per broadcast delivery (seconds).
+    BroadcastCpu,
     /// Echo round trips/s.
     EchoRate,
+    /// Server CPU time per echo round trip (seconds).
+    EchoCpu,
     /// Echo latency, median (seconds).
     EchoP50,
     /// Echo latency, 99th percentile (seconds).
@@ -112,7 +118,10 @@ impl Metric {
     pub fn higher_is_better(self) -> bool {
         !matches!(
             self,
-            Self::EchoP50
+            Self::IngressCpu
+                | Self::BroadcastCpu
+                | Self::EchoCpu
+                | Self::EchoP50
                 | Self::EchoP99
                 | Self::IdleMemory
                 | Self::Accept
@@ -236,47 +245,79 @@ fn ingress(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let (mut server, socks) = start(config, peer, false, c)?;
     if config.smoke {
         let expected = c as u64 * SMOKE_FRAMES;
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), server.cpu_time()?);
         let run = load::start(Work::Ingress(Some(SMOKE_FRAMES)), socks, config.gen_threads)?;
         let got = server.wait_count(expected, config.timeout)?;
         let secs = t0.elapsed().as_secs_f64();
         // Anything past the target would be a duplicate: look once more.
         thread::sleep(Duration::from_millis(50));
         let got = got.max(server.count()?);
+        let cpu = per(server.cpu_time()? - cpu0, got);
         let memory = server.memory()?;
         run.stop()?;
-        let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
+        let peak = Some(memory.peak);
+        let mut cell = Cell::new(got as f64 / secs, peak);
         if got != expected {
             cell.note = Some(format!(
                 "consumer saw {got} frames, clients sent {expected}"
             ));
         }
-        return Ok(vec![(Metric::Ingress, cell)]);
+        return Ok(vec![
+            (Metric::Ingress, cell),
+            (Metric::IngressCpu, Cell::new(cpu, peak)),
+        ]);
     }
     let run = load::start(Work::Ingress(None), socks, config.gen_threads)?;
-    let rate = window_rate(config, &mut server)?;
+    let window = window(config, &mut server)?;
     let memory = server.memory()?;
     run.stop()?;
-    Ok(vec![(Metric::Ingress, Cell::new(rate, Some(memory.peak)))])
+    let peak = Some(memory.peak);
+    Ok(vec![
+        (Metric::Ingress, Cell::new(window.rate, peak)),
+        (Metric::IngressCpu, Cell::new(window.cpu_per_frame, peak)),
+    ])
 }
 
-/// Consumer frames/s over the measured window, after the warm-up.
-/// The window is cut in this many slices; the figure is their median, so a
+/// What the consumer's count did over the measured window.
+struct Window {
+    /// Frames/s: the median of the window's slices.
+    rate: f64,
+    /// The server's CPU time over the whole window per frame counted in it.
+    cpu_per_frame: f64,
+}
+
+/// The window is cut in this many slices; the rate is their median, so a
 /// burst of someone else's work on the shared machine moves it less.
 const SLICES: usize = 5;
 
-fn window_rate(config: &Config, server: &mut Server) -> io::Result<f64> {
+/// Consumer frames/s over the measured window, after the warm-up, and the
+/// server's CPU time per frame meanwhile.
+fn window(config: &Config, server: &mut Server) -> io::Result<Window> {
     thread::sleep(config.warmup);
     let mut rates = Vec::with_capacity(SLICES);
-    let (mut c0, mut t0) = (server.count()?, Instant::now());
+    let (first, cpu0) = (server.count()?, server.cpu_time()?);
+    let (mut c0, mut t0) = (first, Instant::now());
     for _ in 0..SLICES {
         thread::sleep(config.duration / SLICES as u32);
         let (c1, t1) = (server.count()?, Instant::now());
         rates.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64());
         (c0, t0) = (c1, t1);
     }
+    let cpu = server.cpu_time()? - cpu0;
     rates.sort_by(f64::total_cmp);
-    Ok(rates[SLICES / 2])
+    Ok(Window {
+        rate: rates[SLICES / 2],
+        cpu_per_frame: per(cpu, c0 - first),
+    })
+}
+
+/// CPU time per unit of work, in seconds (0 for no work).
+fn per(cpu: Duration, work: u64) -> f64 {
+    if work == 0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() / work as f64
+    }
 }
 
 fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
@@ -289,7 +330,7 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let expected = rounds * c as u64;
     let run = load::start(Work::Receive, socks, config.gen_threads)?;
     let attached = attach(&server)?;
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), server.cpu_time()?);
     server.broadcast(rounds)?;
     let shared = run.shared();
     let (mut note, mut info) = (None, None);
@@ -313,6 +354,7 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
         thread::sleep(Duration::from_micros(200));
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_time()? - cpu0;
     let memory = server.memory()?;
     if config.smoke {
         thread::sleep(Duration::from_millis(50));
@@ -330,10 +372,14 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
     if let Some(mut tool) = attached {
         tool.wait()?;
     }
-    let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
+    let peak = Some(memory.peak);
+    let mut cell = Cell::new(got as f64 / secs, peak);
     cell.note = note;
     cell.info = info;
-    Ok(vec![(Metric::Broadcast, cell)])
+    Ok(vec![
+        (Metric::Broadcast, cell),
+        (Metric::BroadcastCpu, Cell::new(per(cpu, got), peak)),
+    ])
 }
 
 /// With `BENCH_ATTACH` set (e.g. `strace -c -f -o /tmp/s.{pid} -p {pid}`),
@@ -363,9 +409,17 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let shared = run.shared();
     thread::sleep(config.warmup);
     shared.window_open.store(true, Relaxed);
-    let (c0, t0) = (shared.frames.load(Relaxed), Instant::now());
+    let (c0, t0, cpu0) = (
+        shared.frames.load(Relaxed),
+        Instant::now(),
+        server.cpu_time()?,
+    );
     thread::sleep(config.duration);
-    let (c1, t1) = (shared.frames.load(Relaxed), Instant::now());
+    let (c1, t1, cpu1) = (
+        shared.frames.load(Relaxed),
+        Instant::now(),
+        server.cpu_time()?,
+    );
     shared.window_closed.store(true, Relaxed);
     let memory = server.memory()?;
     // Stopping drains: every client waits for its last echo.
@@ -387,6 +441,7 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     rate.note = note;
     Ok(vec![
         (Metric::EchoRate, rate),
+        (Metric::EchoCpu, Cell::new(per(cpu1 - cpu0, c1 - c0), peak)),
         (
             Metric::EchoP50,
             Cell::new(hist.value_at_quantile(0.50) as f64 * 1e-9, peak),
@@ -417,7 +472,7 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     // A fresh connection's buffers are still growing (TCP autotuning): give
     // it longer, or "alone" would be measured on a colder path than "beside".
     thread::sleep(config.warmup * 2);
-    let alone = window_rate(config, &mut server)?;
+    let alone = window(config, &mut server)?.rate;
     let (busy, _) = run.stop()?;
     // The busy client is now quiet too: let the server drain what it sent.
     let base = settle(&mut server)?;
@@ -437,7 +492,7 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let after = server.memory()?;
 
     let run = load::start(Work::Ingress(None), busy, 1)?;
-    let beside = window_rate(config, &mut server)?;
+    let beside = window(config, &mut server)?.rate;
     let memory = server.memory()?;
     run.stop()?;
     drop(idle);

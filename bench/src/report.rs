@@ -29,14 +29,29 @@ const TABLES: &[Table] = &[
         unit: Unit::Rate,
     },
     Table {
+        metric: Metric::IngressCpu,
+        title: "ingress: server CPU time per frame over the window (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
         metric: Metric::Broadcast,
         title: "broadcast: deliveries/s counted by the clients (higher is better)",
         unit: Unit::Rate,
     },
     Table {
+        metric: Metric::BroadcastCpu,
+        title: "broadcast: server CPU time per delivery (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
         metric: Metric::EchoRate,
         title: "echo: round trips/s (higher is better)",
         unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::EchoCpu,
+        title: "echo: server CPU time per round trip over the window (lower is better)",
+        unit: Unit::Seconds,
     },
     Table {
         metric: Metric::EchoP50,
@@ -106,8 +121,12 @@ fn fmt_value(v: f64, unit: Unit) -> String {
                 format!("{v:.2} s")
             } else if v >= 1e-3 {
                 format!("{:.2} ms", v * 1e3)
-            } else {
+            } else if v >= 1e-5 {
                 format!("{:.0} µs", v * 1e6)
+            } else if v >= 1e-6 {
+                format!("{:.2} µs", v * 1e6)
+            } else {
+                format!("{:.0} ns", v * 1e9)
             }
         }
         Unit::Bytes => fmt_bytes(v),
