@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::idle_clients::IdleClients;
 use crate::load::{self, Work};
-use crate::server::{Peer, Server};
+use crate::server::{Launch, Peer, Server};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -36,6 +37,42 @@ pub struct Config {
     pub scenarios: Vec<Scenario>,
     /// Longest wait for anything (connections, deliveries, a drain).
     pub timeout: Duration,
+    /// `ours-clock`: the clock's period.
+    pub clock_period: Duration,
+    /// `ours-clock`: the idle timeout (longer than any run: the idle
+    /// scenario's clients stay silent).
+    pub idle_timeout: Duration,
+    /// Idle scenario: helper processes that hold the idle clients (0: this
+    /// process holds them).
+    pub idle_procs: usize,
+    /// Idle scenario: how long the server's CPU time is measured with no
+    /// traffic, without and with the idle clients (zero: not measured).
+    pub quiet: Duration,
+}
+
+impl Config {
+    /// How to start a server for this run.
+    fn launch(&self, echo: bool, backlog: i32) -> Launch {
+        Launch {
+            echo,
+            backlog,
+            sender_buffer: self.sender_buffer,
+            clock_period: self.clock_period,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
+    /// Sockets this process holds at once in the largest run: the idle
+    /// scenario holds only its busy client when helpers hold the idle ones.
+    pub fn sockets_held(&self) -> usize {
+        let max_c = self.clients.iter().copied().max().unwrap_or(0);
+        let others = self.scenarios.iter().any(|s| *s != Scenario::Idle);
+        if others || self.idle_procs == 0 {
+            max_c
+        } else {
+            2
+        }
+    }
 }
 
 /// A workload.
@@ -103,6 +140,11 @@ pub enum Metric {
     IdleRatio,
     /// Server RSS per idle connection (bytes).
     IdleMemory,
+    /// Server CPU time per second with no traffic, before the idle
+    /// clients connect (only the busy client's silent connection).
+    QuietCpuBefore,
+    /// Server CPU time per second with no traffic, beside C idle clients.
+    QuietCpu,
     /// Time for C connects to be taken in by the server (seconds).
     Accept,
     /// The kernel's `ListenOverflows` during those connects.
@@ -124,6 +166,8 @@ impl Metric {
                 | Self::EchoP50
                 | Self::EchoP99
                 | Self::IdleMemory
+                | Self::QuietCpuBefore
+                | Self::QuietCpu
                 | Self::Accept
                 | Self::Overflows
                 | Self::Accept128
@@ -230,7 +274,7 @@ fn start(
     echo: bool,
     c: usize,
 ) -> io::Result<(Server, Vec<mio::net::TcpStream>)> {
-    let mut server = Server::spawn(peer, echo, config.backlog, config.sender_buffer)?;
+    let mut server = Server::spawn(peer, &config.launch(echo, config.backlog))?;
     let socks = load::connect(server.addr, c, config.timeout)?;
     server.wait_conns(c as u64, config.timeout)?;
     Ok((server, socks))
@@ -456,9 +500,11 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
 /// One busy client floods the server alone, then again beside C idle
 /// clients (each sends one frame, then nothing), in the same server process
 /// so the two rates are paired. Between the two, the idle clients' connect
-/// storm is timed and the server's RSS per idle connection is taken.
+/// storm is timed and the server's RSS per idle connection is taken; with
+/// `--quiet`, also its CPU time per second with no traffic, before the idle
+/// clients come and beside them (what a clock's ticks cost, for one).
 fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
-    let mut server = Server::spawn(peer, false, config.backlog, config.sender_buffer)?;
+    let mut server = Server::spawn(peer, &config.launch(false, config.backlog))?;
     // One client comes and goes first, so that what a server sets up on first
     // use (read buffers, lazily grown tables) is not counted per connection.
     let mut warm = load::connect(server.addr, 1, config.timeout)?;
@@ -477,11 +523,11 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     // The busy client is now quiet too: let the server drain what it sent.
     let base = settle(&mut server)?;
     let before = server.memory()?;
+    let quiet_before = quiet_cpu(config, &server)?;
 
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
-    let mut idle = load::connect(server.addr, c, config.timeout)?;
-    load::send_hello(&mut idle)?;
+    let idle = IdleClients::connect(server.addr, c, config.idle_procs, config.timeout)?;
     server.wait_conns(c as u64 + 2, config.timeout)?;
     let accept = t0.elapsed();
     let overflows = listen_overflows()? - overflows;
@@ -490,6 +536,7 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     // Give per-connection state time to shrink back after the burst.
     thread::sleep(Duration::from_millis(300));
     let after = server.memory()?;
+    let quiet = quiet_cpu(config, &server)?;
 
     let run = load::start(Work::Ingress(None), busy, 1)?;
     let beside = window(config, &mut server)?.rate;
@@ -502,7 +549,7 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
         accept.note = Some(format!("consumer saw {hellos} hellos from {c} clients"));
     }
     let per = after.rss.saturating_sub(before.rss) as f64 / c.max(1) as f64;
-    Ok(vec![
+    let mut cells = vec![
         (Metric::Accept, accept),
         (Metric::Overflows, Cell::new(overflows as f64, None)),
         (Metric::IdleMemory, Cell::new(per, Some(after.peak))),
@@ -512,7 +559,27 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
             Metric::IdleRatio,
             Cell::new(beside / alone, Some(memory.peak)),
         ),
-    ])
+    ];
+    if let (Some(quiet_before), Some(quiet)) = (quiet_before, quiet) {
+        cells.push((
+            Metric::QuietCpuBefore,
+            Cell::new(quiet_before, Some(before.peak)),
+        ));
+        cells.push((Metric::QuietCpu, Cell::new(quiet, Some(after.peak))));
+    }
+    Ok(cells)
+}
+
+/// With `--quiet`: the server's CPU time per second of wall time over that
+/// long, with no traffic and no questions asked of it meanwhile.
+fn quiet_cpu(config: &Config, server: &Server) -> io::Result<Option<f64>> {
+    if config.quiet.is_zero() {
+        return Ok(None);
+    }
+    let (cpu0, t0) = (server.cpu_time()?, Instant::now());
+    thread::sleep(config.quiet);
+    let (cpu1, t1) = (server.cpu_time()?, Instant::now());
+    Ok(Some((cpu1 - cpu0).as_secs_f64() / (t1 - t0).as_secs_f64()))
 }
 
 /// Waits until the consumer's count stops moving (two equal readings 50 ms
@@ -534,12 +601,7 @@ fn settle(server: &mut Server) -> io::Result<u64> {
 /// 128: how long until it has taken them all in, and how many handshakes the
 /// kernel dropped on the way (each costs its client a retry after 1 s+).
 fn storm(config: &Config, peer: &Peer, c: usize) -> Outcome {
-    let mut server = Server::spawn(
-        peer,
-        false,
-        crate::control::STD_BACKLOG,
-        config.sender_buffer,
-    )?;
+    let mut server = Server::spawn(peer, &config.launch(false, crate::control::STD_BACKLOG))?;
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
     let mut socks = load::connect(server.addr, c, config.timeout)?;

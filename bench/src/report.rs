@@ -20,6 +20,8 @@ enum Unit {
     Bytes,
     Ratio,
     Count,
+    /// CPU seconds per second of wall time.
+    CpuShare,
 }
 
 const TABLES: &[Table] = &[
@@ -84,6 +86,16 @@ const TABLES: &[Table] = &[
         unit: Unit::Bytes,
     },
     Table {
+        metric: Metric::QuietCpuBefore,
+        title: "idle, no traffic: server CPU time per second before the idle clients connect (lower is better)",
+        unit: Unit::CpuShare,
+    },
+    Table {
+        metric: Metric::QuietCpu,
+        title: "idle, no traffic: server CPU time per second beside C idle clients (lower is better)",
+        unit: Unit::CpuShare,
+    },
+    Table {
         metric: Metric::Accept,
         title: "connect storm: time until the server has taken in C connects, listen backlog as large as the kernel allows (lower is better)",
         unit: Unit::Seconds,
@@ -132,6 +144,13 @@ fn fmt_value(v: f64, unit: Unit) -> String {
         Unit::Bytes => fmt_bytes(v),
         Unit::Ratio => format!("{v:.2}"),
         Unit::Count => format!("{v:.0}"),
+        Unit::CpuShare => {
+            if v >= 1e-3 {
+                format!("{:.2} ms/s", v * 1e3)
+            } else {
+                format!("{:.1} µs/s", v * 1e6)
+            }
+        }
     }
 }
 
