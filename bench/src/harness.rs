@@ -138,6 +138,11 @@ pub enum Metric {
     IdleRate,
     /// `IdleRate` over `IdleAlone`, in the same server process.
     IdleRatio,
+    /// The server's CPU time per frame of the busy client beside C idle
+    /// ones over the same alone, in the same process: steadier than
+    /// `IdleRatio` when other work shares the machine (a rate ratio of at
+    /// least 0.9 at equal CPU is a CPU ratio of at most 1.11).
+    IdleCpuRatio,
     /// Server RSS per idle connection (bytes).
     IdleMemory,
     /// Server CPU time per second with no traffic, before the idle
@@ -166,6 +171,7 @@ impl Metric {
                 | Self::EchoP50
                 | Self::EchoP99
                 | Self::IdleMemory
+                | Self::IdleCpuRatio
                 | Self::QuietCpuBefore
                 | Self::QuietCpu
                 | Self::Accept
@@ -518,7 +524,7 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     // A fresh connection's buffers are still growing (TCP autotuning): give
     // it longer, or "alone" would be measured on a colder path than "beside".
     thread::sleep(config.warmup * 2);
-    let alone = window(config, &mut server)?.rate;
+    let alone = window(config, &mut server)?;
     let (busy, _) = run.stop()?;
     // The busy client is now quiet too: let the server drain what it sent.
     let base = settle(&mut server)?;
@@ -539,7 +545,7 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let quiet = quiet_cpu(config, &server)?;
 
     let run = load::start(Work::Ingress(None), busy, 1)?;
-    let beside = window(config, &mut server)?.rate;
+    let beside = window(config, &mut server)?;
     let memory = server.memory()?;
     run.stop()?;
     drop(idle);
@@ -553,11 +559,18 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
         (Metric::Accept, accept),
         (Metric::Overflows, Cell::new(overflows as f64, None)),
         (Metric::IdleMemory, Cell::new(per, Some(after.peak))),
-        (Metric::IdleAlone, Cell::new(alone, Some(before.peak))),
-        (Metric::IdleRate, Cell::new(beside, Some(memory.peak))),
+        (Metric::IdleAlone, Cell::new(alone.rate, Some(before.peak))),
+        (Metric::IdleRate, Cell::new(beside.rate, Some(memory.peak))),
         (
             Metric::IdleRatio,
-            Cell::new(beside / alone, Some(memory.peak)),
+            Cell::new(beside.rate / alone.rate, Some(memory.peak)),
+        ),
+        (
+            Metric::IdleCpuRatio,
+            Cell::new(
+                beside.cpu_per_frame / alone.cpu_per_frame,
+                Some(memory.peak),
+            ),
         ),
     ];
     if let (Some(quiet_before), Some(quiet)) = (quiet_before, quiet) {

@@ -81,6 +81,11 @@ const TABLES: &[Table] = &[
         unit: Unit::Ratio,
     },
     Table {
+        metric: Metric::IdleCpuRatio,
+        title: "idle: server CPU time per frame of the busy client beside C idle clients / alone, same server process (at most 1.11 for 0.9× the rate at equal CPU)",
+        unit: Unit::Ratio,
+    },
+    Table {
         metric: Metric::IdleMemory,
         title: "memory per idle connection: server RSS with C idle clients minus without them, / C (lower is better)",
         unit: Unit::Bytes,

@@ -1,7 +1,7 @@
 //! `bench tick-floor`: what a clock's tick costs before the multiplexer
 //! does anything with it. One task on a `smol::Executor` (driven by
-//! `smol::block_on` on its own thread, as the `ours` servers run) awaits an
-//! `async-io` `Timer::interval` and counts its ticks; the process's CPU time
+//! `smol::block_on` on its own thread, as the `ours` servers run) awaits
+//! smol's `Timer::interval` (`async-io`'s) and counts its ticks; the process's CPU time
 //! per tick over a window is the floor under the `ours-clock` server's
 //! quiet CPU time.
 
@@ -33,7 +33,7 @@ pub fn measure(period: Duration, window: Duration) -> io::Result<TickFloor> {
     {
         let ticks = Arc::clone(&ticks);
         ex.spawn(async move {
-            let mut interval = async_io::Timer::interval(period);
+            let mut interval = smol::Timer::interval(period);
             while interval.next().await.is_some() {
                 ticks.fetch_add(1, Relaxed);
             }

@@ -2,8 +2,8 @@
 //! `runtime::smol::bind` (or `async-net`'s own `bind` when the harness asks
 //! for std's backlog of 128), connections from `runtime::smol::incoming`,
 //! everything on one `smol::Executor` driven by `--threads` threads (1: the
-//! main thread alone). With a clock, its ticks come from `async-io`'s
-//! `Timer::interval`, the timer smol itself uses.
+//! main thread alone). With a clock, its ticks come from smol's
+//! `Timer::interval` (`async-io`'s timer, which smol re-exports).
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,7 +34,7 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
     let clock = opts.clock.then(|| {
         let period = opts.timing.period;
-        Clock::new(period, async_io::Timer::interval(period))
+        Clock::new(period, smol::Timer::interval(period))
     });
     let parts = Parts::new(opts, clock);
 
