@@ -525,8 +525,14 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     // it longer, or "alone" would be measured on a colder path than "beside".
     thread::sleep(config.warmup * 2);
     let alone = window(config, &mut server)?;
+    let shared = run.shared();
     let (busy, _) = run.stop()?;
-    // The busy client is now quiet too: let the server drain what it sent.
+    // The busy client is now quiet too (it stopped on a frame boundary):
+    // let the server drain all it sent, the warm client's frame beside it.
+    // Waiting for the count itself, not only for it to stop moving: a
+    // consumer that stalls for a while on a loaded machine would otherwise
+    // have its late frames counted as the idle clients' hellos.
+    server.wait_count(1 + shared.frames.load(Relaxed), config.timeout)?;
     let base = settle(&mut server)?;
     let before = server.memory()?;
     let quiet_before = quiet_cpu(config, &server)?;
