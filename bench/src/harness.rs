@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::idle_clients::IdleClients;
 use crate::load::{self, Work};
-use crate::server::{Peer, Server};
+use crate::server::{Launch, Peer, Server};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -36,6 +37,42 @@ pub struct Config {
     pub scenarios: Vec<Scenario>,
     /// Longest wait for anything (connections, deliveries, a drain).
     pub timeout: Duration,
+    /// `ours-clock`: the clock's period.
+    pub clock_period: Duration,
+    /// `ours-clock`: the idle timeout (longer than any run: the idle
+    /// scenario's clients stay silent).
+    pub idle_timeout: Duration,
+    /// Idle scenario: helper processes that hold the idle clients (0: this
+    /// process holds them).
+    pub idle_procs: usize,
+    /// Idle scenario: how long the server's CPU time is measured with no
+    /// traffic, without and with the idle clients (zero: not measured).
+    pub quiet: Duration,
+}
+
+impl Config {
+    /// How to start a server for this run.
+    fn launch(&self, echo: bool, backlog: i32) -> Launch {
+        Launch {
+            echo,
+            backlog,
+            sender_buffer: self.sender_buffer,
+            clock_period: self.clock_period,
+            idle_timeout: self.idle_timeout,
+        }
+    }
+
+    /// Sockets this process holds at once in the largest run: the idle
+    /// scenario holds only its busy client when helpers hold the idle ones.
+    pub fn sockets_held(&self) -> usize {
+        let max_c = self.clients.iter().copied().max().unwrap_or(0);
+        let others = self.scenarios.iter().any(|s| *s != Scenario::Idle);
+        if others || self.idle_procs == 0 {
+            max_c
+        } else {
+            2
+        }
+    }
 }
 
 /// A workload.
@@ -81,10 +118,16 @@ impl Scenario {
 pub enum Metric {
     /// Frames/s that reached the consumer.
     Ingress,
+    /// Server CPU time per frame that reached the consumer (seconds).
+    IngressCpu,
     /// Deliveries/s of broadcast frames, counted by the clients.
     Broadcast,
+    /// Server CPU time per broadcast delivery (seconds).
+    BroadcastCpu,
     /// Echo round trips/s.
     EchoRate,
+    /// Server CPU time per echo round trip (seconds).
+    EchoCpu,
     /// Echo latency, median (seconds).
     EchoP50,
     /// Echo latency, 99th percentile (seconds).
@@ -95,8 +138,18 @@ pub enum Metric {
     IdleRate,
     /// `IdleRate` over `IdleAlone`, in the same server process.
     IdleRatio,
+    /// The server's CPU time per frame of the busy client beside C idle
+    /// ones over the same alone, in the same process: steadier than
+    /// `IdleRatio` when other work shares the machine (a rate ratio of at
+    /// least 0.9 at equal CPU is a CPU ratio of at most 1.11).
+    IdleCpuRatio,
     /// Server RSS per idle connection (bytes).
     IdleMemory,
+    /// Server CPU time per second with no traffic, before the idle
+    /// clients connect (only the busy client's silent connection).
+    QuietCpuBefore,
+    /// Server CPU time per second with no traffic, beside C idle clients.
+    QuietCpu,
     /// Time for C connects to be taken in by the server (seconds).
     Accept,
     /// The kernel's `ListenOverflows` during those connects.
@@ -112,9 +165,15 @@ impl Metric {
     pub fn higher_is_better(self) -> bool {
         !matches!(
             self,
-            Self::EchoP50
+            Self::IngressCpu
+                | Self::BroadcastCpu
+                | Self::EchoCpu
+                | Self::EchoP50
                 | Self::EchoP99
                 | Self::IdleMemory
+                | Self::IdleCpuRatio
+                | Self::QuietCpuBefore
+                | Self::QuietCpu
                 | Self::Accept
                 | Self::Overflows
                 | Self::Accept128
@@ -221,7 +280,7 @@ fn start(
     echo: bool,
     c: usize,
 ) -> io::Result<(Server, Vec<mio::net::TcpStream>)> {
-    let mut server = Server::spawn(peer, echo, config.backlog, config.sender_buffer)?;
+    let mut server = Server::spawn(peer, &config.launch(echo, config.backlog))?;
     let socks = load::connect(server.addr, c, config.timeout)?;
     server.wait_conns(c as u64, config.timeout)?;
     Ok((server, socks))
@@ -236,47 +295,79 @@ fn ingress(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let (mut server, socks) = start(config, peer, false, c)?;
     if config.smoke {
         let expected = c as u64 * SMOKE_FRAMES;
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), server.cpu_time()?);
         let run = load::start(Work::Ingress(Some(SMOKE_FRAMES)), socks, config.gen_threads)?;
         let got = server.wait_count(expected, config.timeout)?;
         let secs = t0.elapsed().as_secs_f64();
         // Anything past the target would be a duplicate: look once more.
         thread::sleep(Duration::from_millis(50));
         let got = got.max(server.count()?);
+        let cpu = per(server.cpu_time()? - cpu0, got);
         let memory = server.memory()?;
         run.stop()?;
-        let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
+        let peak = Some(memory.peak);
+        let mut cell = Cell::new(got as f64 / secs, peak);
         if got != expected {
             cell.note = Some(format!(
                 "consumer saw {got} frames, clients sent {expected}"
             ));
         }
-        return Ok(vec![(Metric::Ingress, cell)]);
+        return Ok(vec![
+            (Metric::Ingress, cell),
+            (Metric::IngressCpu, Cell::new(cpu, peak)),
+        ]);
     }
     let run = load::start(Work::Ingress(None), socks, config.gen_threads)?;
-    let rate = window_rate(config, &mut server)?;
+    let window = window(config, &mut server)?;
     let memory = server.memory()?;
     run.stop()?;
-    Ok(vec![(Metric::Ingress, Cell::new(rate, Some(memory.peak)))])
+    let peak = Some(memory.peak);
+    Ok(vec![
+        (Metric::Ingress, Cell::new(window.rate, peak)),
+        (Metric::IngressCpu, Cell::new(window.cpu_per_frame, peak)),
+    ])
 }
 
-/// Consumer frames/s over the measured window, after the warm-up.
-/// The window is cut in this many slices; the figure is their median, so a
+/// What the consumer's count did over the measured window.
+struct Window {
+    /// Frames/s: the median of the window's slices.
+    rate: f64,
+    /// The server's CPU time over the whole window per frame counted in it.
+    cpu_per_frame: f64,
+}
+
+/// The window is cut in this many slices; the rate is their median, so a
 /// burst of someone else's work on the shared machine moves it less.
 const SLICES: usize = 5;
 
-fn window_rate(config: &Config, server: &mut Server) -> io::Result<f64> {
+/// Consumer frames/s over the measured window, after the warm-up, and the
+/// server's CPU time per frame meanwhile.
+fn window(config: &Config, server: &mut Server) -> io::Result<Window> {
     thread::sleep(config.warmup);
     let mut rates = Vec::with_capacity(SLICES);
-    let (mut c0, mut t0) = (server.count()?, Instant::now());
+    let (first, cpu0) = (server.count()?, server.cpu_time()?);
+    let (mut c0, mut t0) = (first, Instant::now());
     for _ in 0..SLICES {
         thread::sleep(config.duration / SLICES as u32);
         let (c1, t1) = (server.count()?, Instant::now());
         rates.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64());
         (c0, t0) = (c1, t1);
     }
+    let cpu = server.cpu_time()? - cpu0;
     rates.sort_by(f64::total_cmp);
-    Ok(rates[SLICES / 2])
+    Ok(Window {
+        rate: rates[SLICES / 2],
+        cpu_per_frame: per(cpu, c0 - first),
+    })
+}
+
+/// CPU time per unit of work, in seconds (0 for no work).
+fn per(cpu: Duration, work: u64) -> f64 {
+    if work == 0 {
+        0.0
+    } else {
+        cpu.as_secs_f64() / work as f64
+    }
 }
 
 fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
@@ -289,7 +380,7 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let expected = rounds * c as u64;
     let run = load::start(Work::Receive, socks, config.gen_threads)?;
     let attached = attach(&server)?;
-    let t0 = Instant::now();
+    let (t0, cpu0) = (Instant::now(), server.cpu_time()?);
     server.broadcast(rounds)?;
     let shared = run.shared();
     let (mut note, mut info) = (None, None);
@@ -313,6 +404,7 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
         thread::sleep(Duration::from_micros(200));
     }
     let secs = t0.elapsed().as_secs_f64();
+    let cpu = server.cpu_time()? - cpu0;
     let memory = server.memory()?;
     if config.smoke {
         thread::sleep(Duration::from_millis(50));
@@ -330,10 +422,14 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
     if let Some(mut tool) = attached {
         tool.wait()?;
     }
-    let mut cell = Cell::new(got as f64 / secs, Some(memory.peak));
+    let peak = Some(memory.peak);
+    let mut cell = Cell::new(got as f64 / secs, peak);
     cell.note = note;
     cell.info = info;
-    Ok(vec![(Metric::Broadcast, cell)])
+    Ok(vec![
+        (Metric::Broadcast, cell),
+        (Metric::BroadcastCpu, Cell::new(per(cpu, got), peak)),
+    ])
 }
 
 /// With `BENCH_ATTACH` set (e.g. `strace -c -f -o /tmp/s.{pid} -p {pid}`),
@@ -363,9 +459,17 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let shared = run.shared();
     thread::sleep(config.warmup);
     shared.window_open.store(true, Relaxed);
-    let (c0, t0) = (shared.frames.load(Relaxed), Instant::now());
+    let (c0, t0, cpu0) = (
+        shared.frames.load(Relaxed),
+        Instant::now(),
+        server.cpu_time()?,
+    );
     thread::sleep(config.duration);
-    let (c1, t1) = (shared.frames.load(Relaxed), Instant::now());
+    let (c1, t1, cpu1) = (
+        shared.frames.load(Relaxed),
+        Instant::now(),
+        server.cpu_time()?,
+    );
     shared.window_closed.store(true, Relaxed);
     let memory = server.memory()?;
     // Stopping drains: every client waits for its last echo.
@@ -387,6 +491,7 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     rate.note = note;
     Ok(vec![
         (Metric::EchoRate, rate),
+        (Metric::EchoCpu, Cell::new(per(cpu1 - cpu0, c1 - c0), peak)),
         (
             Metric::EchoP50,
             Cell::new(hist.value_at_quantile(0.50) as f64 * 1e-9, peak),
@@ -401,9 +506,11 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
 /// One busy client floods the server alone, then again beside C idle
 /// clients (each sends one frame, then nothing), in the same server process
 /// so the two rates are paired. Between the two, the idle clients' connect
-/// storm is timed and the server's RSS per idle connection is taken.
+/// storm is timed and the server's RSS per idle connection is taken; with
+/// `--quiet`, also its CPU time per second with no traffic, before the idle
+/// clients come and beside them (what a clock's ticks cost, for one).
 fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
-    let mut server = Server::spawn(peer, false, config.backlog, config.sender_buffer)?;
+    let mut server = Server::spawn(peer, &config.launch(false, config.backlog))?;
     // One client comes and goes first, so that what a server sets up on first
     // use (read buffers, lazily grown tables) is not counted per connection.
     let mut warm = load::connect(server.addr, 1, config.timeout)?;
@@ -417,16 +524,22 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     // A fresh connection's buffers are still growing (TCP autotuning): give
     // it longer, or "alone" would be measured on a colder path than "beside".
     thread::sleep(config.warmup * 2);
-    let alone = window_rate(config, &mut server)?;
+    let alone = window(config, &mut server)?;
+    let shared = run.shared();
     let (busy, _) = run.stop()?;
-    // The busy client is now quiet too: let the server drain what it sent.
+    // The busy client is now quiet too (it stopped on a frame boundary):
+    // let the server drain all it sent, the warm client's frame beside it.
+    // Waiting for the count itself, not only for it to stop moving: a
+    // consumer that stalls for a while on a loaded machine would otherwise
+    // have its late frames counted as the idle clients' hellos.
+    server.wait_count(1 + shared.frames.load(Relaxed), config.timeout)?;
     let base = settle(&mut server)?;
     let before = server.memory()?;
+    let quiet_before = quiet_cpu(config, &server)?;
 
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
-    let mut idle = load::connect(server.addr, c, config.timeout)?;
-    load::send_hello(&mut idle)?;
+    let idle = IdleClients::connect(server.addr, c, config.idle_procs, config.timeout)?;
     server.wait_conns(c as u64 + 2, config.timeout)?;
     let accept = t0.elapsed();
     let overflows = listen_overflows()? - overflows;
@@ -435,9 +548,10 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
     // Give per-connection state time to shrink back after the burst.
     thread::sleep(Duration::from_millis(300));
     let after = server.memory()?;
+    let quiet = quiet_cpu(config, &server)?;
 
     let run = load::start(Work::Ingress(None), busy, 1)?;
-    let beside = window_rate(config, &mut server)?;
+    let beside = window(config, &mut server)?;
     let memory = server.memory()?;
     run.stop()?;
     drop(idle);
@@ -447,17 +561,44 @@ fn idle(config: &Config, peer: &Peer, c: usize) -> Outcome {
         accept.note = Some(format!("consumer saw {hellos} hellos from {c} clients"));
     }
     let per = after.rss.saturating_sub(before.rss) as f64 / c.max(1) as f64;
-    Ok(vec![
+    let mut cells = vec![
         (Metric::Accept, accept),
         (Metric::Overflows, Cell::new(overflows as f64, None)),
         (Metric::IdleMemory, Cell::new(per, Some(after.peak))),
-        (Metric::IdleAlone, Cell::new(alone, Some(before.peak))),
-        (Metric::IdleRate, Cell::new(beside, Some(memory.peak))),
+        (Metric::IdleAlone, Cell::new(alone.rate, Some(before.peak))),
+        (Metric::IdleRate, Cell::new(beside.rate, Some(memory.peak))),
         (
             Metric::IdleRatio,
-            Cell::new(beside / alone, Some(memory.peak)),
+            Cell::new(beside.rate / alone.rate, Some(memory.peak)),
         ),
-    ])
+        (
+            Metric::IdleCpuRatio,
+            Cell::new(
+                beside.cpu_per_frame / alone.cpu_per_frame,
+                Some(memory.peak),
+            ),
+        ),
+    ];
+    if let (Some(quiet_before), Some(quiet)) = (quiet_before, quiet) {
+        cells.push((
+            Metric::QuietCpuBefore,
+            Cell::new(quiet_before, Some(before.peak)),
+        ));
+        cells.push((Metric::QuietCpu, Cell::new(quiet, Some(after.peak))));
+    }
+    Ok(cells)
+}
+
+/// With `--quiet`: the server's CPU time per second of wall time over that
+/// long, with no traffic and no questions asked of it meanwhile.
+fn quiet_cpu(config: &Config, server: &Server) -> io::Result<Option<f64>> {
+    if config.quiet.is_zero() {
+        return Ok(None);
+    }
+    let (cpu0, t0) = (server.cpu_time()?, Instant::now());
+    thread::sleep(config.quiet);
+    let (cpu1, t1) = (server.cpu_time()?, Instant::now());
+    Ok(Some((cpu1 - cpu0).as_secs_f64() / (t1 - t0).as_secs_f64()))
 }
 
 /// Waits until the consumer's count stops moving (two equal readings 50 ms
@@ -479,12 +620,7 @@ fn settle(server: &mut Server) -> io::Result<u64> {
 /// 128: how long until it has taken them all in, and how many handshakes the
 /// kernel dropped on the way (each costs its client a retry after 1 s+).
 fn storm(config: &Config, peer: &Peer, c: usize) -> Outcome {
-    let mut server = Server::spawn(
-        peer,
-        false,
-        crate::control::STD_BACKLOG,
-        config.sender_buffer,
-    )?;
+    let mut server = Server::spawn(peer, &config.launch(false, crate::control::STD_BACKLOG))?;
     let overflows = listen_overflows()?;
     let t0 = Instant::now();
     let mut socks = load::connect(server.addr, c, config.timeout)?;

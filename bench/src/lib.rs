@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod harness;
+pub mod idle_clients;
 pub mod load;
 pub mod proto;
 pub mod report;
@@ -13,6 +14,8 @@ pub mod server;
 pub mod servers;
 #[cfg(feature = "ours")]
 pub mod soak;
+#[cfg(feature = "ours")]
+pub mod tick_floor;
 
 /// Raises this process's open-file limit as far as it goes (children
 /// inherit it): 10,000 clients need 10,000 descriptors on each side.

@@ -1,7 +1,9 @@
 //! `bench all` runs every scenario against every server and prints the
-//! table; `bench server ...` is how the harness starts each server; `bench
-//! soak` is the long run of SPEC issue 5 (with the `ours` feature).
+//! table; `bench server ...` is how the harness starts each server, `bench
+//! clients ...` how it starts a helper holding idle clients; `bench soak` is
+//! the long run of SPEC issue 5 (with the `ours` feature).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,6 +17,15 @@ const USAGE: &str = "\
 usage:
   bench all [options]        run the scenarios, print the markdown table, write plots
   bench server --impl KIND [--threads N] [--echo] [--backlog N] [--sender-buffer N]
+               [--clock-ms MS] [--idle-timeout SECS] [--write-timeout SECS]
+  bench clients --addr ADDR --count N [--timeout SECS]
+                             hold N idle clients of ADDR (each sends one frame), print
+                             `READY N`, close them when stdin ends (the idle scenario's
+                             helper processes, see --idle-procs)
+  bench tick-floor [--clock-ms MS] [--secs S]
+                             CPU time per tick of a bare async-io interval on a smol
+                             executor (needs `--features ours`): the floor under what a
+                             clock costs `ours-clock` (defaults: 1 ms, 5 s)
   bench soak [options]       the soak run (needs `--features ours`, on by default): many
                              clients with churn against one in-process server; RSS sampled;
                              exits non-zero if a check fails
@@ -26,14 +37,24 @@ options of `all`:
   --deliveries N             broadcast deliveries per run (rounds = N / C; default 2000000)
   --peers LIST               e.g. mio,tokio/1,tokio/2,v016/1,v016/2,ours/1,ours/2,ours-wait/1
                              (`ours`: backlog policy Disconnect on smol, `ours-wait`: Wait
-                             on smol, `ours-tokio`: Disconnect on tokio; all three need
-                             `--features ours`, on by default)
+                             on smol, `ours-tokio`: Disconnect on tokio, `ours-clock`: `ours`
+                             with a clock and time limits; all four need `--features ours`,
+                             on by default)
   --scenarios LIST           ingress,broadcast,echo,idle
   --gen-threads N            load generator threads (default 1)
   --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
   --sender-buffer N          `ours` (policy Disconnect): per-stream outgoing backlog in values
                              (default 32768: no broadcast run overflows it)
   --timeout SECS             longest wait for connects or deliveries (default 60)
+  --clock-ms MS              `ours-clock`: the clock's period (default 1000)
+  --idle-timeout SECS        `ours-clock`: the idle timeout (default 3600: longer than any
+                             run, so the idle clients are never closed); the write timeout
+                             is the crate's default, 30 s
+  --idle-procs N             idle: N helper processes hold the idle clients (default 0: this
+                             process does); for C near the per-process descriptor limit
+  --quiet SECS               idle: also measure the server's CPU time per second with no
+                             traffic over SECS, before and beside the idle clients (default 0:
+                             not measured)
   --out DIR                  where the table and plots go (default bench/results)
   --smoke                    tiny sizes; exact counts checked; exits non-zero on a mismatch
 
@@ -59,6 +80,8 @@ fn main() -> ExitCode {
         Some("server") => server(&args[1..]),
         Some("all") => all(&args[1..]),
         Some("soak") => soak(&args[1..]),
+        Some("clients") => clients(&args[1..]),
+        Some("tick-floor") => tick_floor(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             ExitCode::from(2)
@@ -96,6 +119,9 @@ fn server(args: &[String]) -> ExitCode {
             "--threads" => opts.threads = parse(value(args, &mut i)),
             "--backlog" => opts.backlog = parse(value(args, &mut i)),
             "--sender-buffer" => opts.sender_buffer = parse(value(args, &mut i)),
+            "--clock-ms" => opts.timing.period = millis(value(args, &mut i)),
+            "--idle-timeout" => opts.timing.idle_timeout = secs(value(args, &mut i)),
+            "--write-timeout" => opts.timing.write_timeout = secs(value(args, &mut i)),
             "--echo" => opts.echo = true,
             other => {
                 eprint!("unknown option {other}\n{USAGE}");
@@ -111,6 +137,91 @@ fn server(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A non-negative number of seconds.
+fn secs(s: &str) -> Duration {
+    Duration::try_from_secs_f64(parse(s)).unwrap_or_else(|_| bad_value(s))
+}
+
+/// A positive number of milliseconds (fractions allowed).
+fn millis(s: &str) -> Duration {
+    let ms: f64 = parse(s);
+    Duration::try_from_secs_f64(ms / 1e3)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .unwrap_or_else(|| bad_value(s))
+}
+
+/// `bench clients`: holds idle clients for the harness (see `--idle-procs`).
+fn clients(args: &[String]) -> ExitCode {
+    let (mut addr, mut count) = (None::<SocketAddr>, 0usize);
+    let mut timeout = Duration::from_secs(60);
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--addr" => addr = Some(parse(value(args, &mut i))),
+            "--count" => count = parse(value(args, &mut i)),
+            "--timeout" => timeout = secs(value(args, &mut i)),
+            other => {
+                eprint!("unknown option {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    let Some(addr) = addr else {
+        eprint!("clients needs --addr\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    match bench::idle_clients::hold(addr, count, timeout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("clients: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `bench tick-floor`: prints the CPU time per tick of a bare interval.
+#[cfg(feature = "ours")]
+fn tick_floor(args: &[String]) -> ExitCode {
+    let (mut period, mut window) = (Duration::from_millis(1), Duration::from_secs(5));
+    let mut i = 0;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--clock-ms" => period = millis(value(args, &mut i)),
+            "--secs" => window = secs(value(args, &mut i)),
+            other => {
+                eprint!("unknown option {other}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    match bench::tick_floor::measure(period, window) {
+        Ok(floor) => {
+            let wall = floor.wall.as_secs_f64();
+            println!(
+                "period {period:?}: {:.0} ticks/s, CPU {:.2} ms/s, {:.1} µs per tick",
+                floor.ticks as f64 / wall,
+                floor.cpu.as_secs_f64() * 1e3 / wall,
+                floor.cpu.as_secs_f64() * 1e6 / floor.ticks.max(1) as f64,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tick-floor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Without the `ours` feature there is no smol to tick on.
+#[cfg(not(feature = "ours"))]
+fn tick_floor(_args: &[String]) -> ExitCode {
+    eprintln!("tick-floor needs the `ours` feature (on by default)");
+    ExitCode::from(2)
 }
 
 /// `bench soak`: parses its options (`--smoke` first sets the smoke run's,
@@ -192,6 +303,10 @@ fn all(args: &[String]) -> ExitCode {
         peers: default_peers(),
         scenarios: Scenario::ALL.to_vec(),
         timeout: Duration::from_secs(60),
+        clock_period: Duration::from_secs(1),
+        idle_timeout: Duration::from_secs(3600),
+        idle_procs: 0,
+        quiet: Duration::ZERO,
     };
     let mut out_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
     let mut clients_given = false;
@@ -209,6 +324,10 @@ fn all(args: &[String]) -> ExitCode {
             "--backlog" => config.backlog = parse(value(args, &mut i)),
             "--sender-buffer" => config.sender_buffer = Some(parse(value(args, &mut i))),
             "--timeout" => config.timeout = Duration::from_secs_f64(parse(value(args, &mut i))),
+            "--clock-ms" => config.clock_period = millis(value(args, &mut i)),
+            "--idle-timeout" => config.idle_timeout = secs(value(args, &mut i)),
+            "--idle-procs" => config.idle_procs = parse(value(args, &mut i)),
+            "--quiet" => config.quiet = secs(value(args, &mut i)),
             "--out" => out_dir = PathBuf::from(value(args, &mut i)),
             "--smoke" => config.smoke = true,
             "--peers" => {
@@ -252,10 +371,10 @@ fn all(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let max_c = config.clients.iter().copied().max().unwrap_or(0) as u64;
-    match bench::raise_fd_limit(max_c + 1_000) {
-        Ok(n) if n < max_c + 100 => {
-            eprintln!("open-file limit is {n}: too low for {max_c} clients");
+    let held = config.sockets_held() as u64;
+    match bench::raise_fd_limit(held + 1_000) {
+        Ok(n) if n < held + 100 => {
+            eprintln!("open-file limit is {n}: too low for {held} clients (see --idle-procs)");
             return ExitCode::FAILURE;
         }
         Ok(_) => {}

@@ -20,6 +20,8 @@ enum Unit {
     Bytes,
     Ratio,
     Count,
+    /// CPU seconds per second of wall time.
+    CpuShare,
 }
 
 const TABLES: &[Table] = &[
@@ -29,14 +31,29 @@ const TABLES: &[Table] = &[
         unit: Unit::Rate,
     },
     Table {
+        metric: Metric::IngressCpu,
+        title: "ingress: server CPU time per frame over the window (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
         metric: Metric::Broadcast,
         title: "broadcast: deliveries/s counted by the clients (higher is better)",
         unit: Unit::Rate,
     },
     Table {
+        metric: Metric::BroadcastCpu,
+        title: "broadcast: server CPU time per delivery (lower is better)",
+        unit: Unit::Seconds,
+    },
+    Table {
         metric: Metric::EchoRate,
         title: "echo: round trips/s (higher is better)",
         unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::EchoCpu,
+        title: "echo: server CPU time per round trip over the window (lower is better)",
+        unit: Unit::Seconds,
     },
     Table {
         metric: Metric::EchoP50,
@@ -64,9 +81,24 @@ const TABLES: &[Table] = &[
         unit: Unit::Ratio,
     },
     Table {
+        metric: Metric::IdleCpuRatio,
+        title: "idle: server CPU time per frame of the busy client beside C idle clients / alone, same server process (at most 1.11 for 0.9× the rate at equal CPU)",
+        unit: Unit::Ratio,
+    },
+    Table {
         metric: Metric::IdleMemory,
         title: "memory per idle connection: server RSS with C idle clients minus without them, / C (lower is better)",
         unit: Unit::Bytes,
+    },
+    Table {
+        metric: Metric::QuietCpuBefore,
+        title: "idle, no traffic: server CPU time per second before the idle clients connect (lower is better)",
+        unit: Unit::CpuShare,
+    },
+    Table {
+        metric: Metric::QuietCpu,
+        title: "idle, no traffic: server CPU time per second beside C idle clients (lower is better)",
+        unit: Unit::CpuShare,
     },
     Table {
         metric: Metric::Accept,
@@ -106,13 +138,24 @@ fn fmt_value(v: f64, unit: Unit) -> String {
                 format!("{v:.2} s")
             } else if v >= 1e-3 {
                 format!("{:.2} ms", v * 1e3)
-            } else {
+            } else if v >= 1e-5 {
                 format!("{:.0} µs", v * 1e6)
+            } else if v >= 1e-6 {
+                format!("{:.2} µs", v * 1e6)
+            } else {
+                format!("{:.0} ns", v * 1e9)
             }
         }
         Unit::Bytes => fmt_bytes(v),
         Unit::Ratio => format!("{v:.2}"),
         Unit::Count => format!("{v:.0}"),
+        Unit::CpuShare => {
+            if v >= 1e-3 {
+                format!("{:.2} ms/s", v * 1e3)
+            } else {
+                format!("{:.1} µs/s", v * 1e6)
+            }
+        }
     }
 }
 

@@ -54,6 +54,22 @@ pub struct Memory {
     pub peak: u64,
 }
 
+/// How the harness starts a server, beyond which peer it is.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Echo every frame back to its sender.
+    pub echo: bool,
+    /// Listen backlog asked of the kernel.
+    pub backlog: i32,
+    /// The `ours` server's per-stream outgoing backlog under policy
+    /// Disconnect (`None`: its default; other servers ignore it).
+    pub sender_buffer: Option<usize>,
+    /// `ours-clock`: the clock's period (other servers ignore it).
+    pub clock_period: Duration,
+    /// `ours-clock`: the idle timeout (other servers ignore it).
+    pub idle_timeout: Duration,
+}
+
 /// A running server child.
 #[derive(Debug)]
 pub struct Server {
@@ -66,22 +82,20 @@ pub struct Server {
 
 impl Server {
     /// Starts `peer` as `<this exe> server ...` and waits for its port.
-    /// `sender_buffer`: the `ours` server's per-stream outgoing backlog
-    /// under policy Disconnect (other servers ignore it).
-    pub fn spawn(
-        peer: &Peer,
-        echo: bool,
-        backlog: i32,
-        sender_buffer: Option<usize>,
-    ) -> io::Result<Self> {
+    pub fn spawn(peer: &Peer, launch: &Launch) -> io::Result<Self> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.args(["server", "--impl", &peer.kind])
             .args(["--threads", &peer.threads.to_string()])
-            .args(["--backlog", &backlog.to_string()]);
-        if echo {
+            .args(["--backlog", &launch.backlog.to_string()])
+            .args(["--clock-ms", &millis(launch.clock_period)])
+            .args([
+                "--idle-timeout",
+                &launch.idle_timeout.as_secs_f64().to_string(),
+            ]);
+        if launch.echo {
             cmd.arg("--echo");
         }
-        if let Some(n) = sender_buffer {
+        if let Some(n) = launch.sender_buffer {
             cmd.args(["--sender-buffer", &n.to_string()]);
         }
         let mut child = cmd
@@ -186,6 +200,42 @@ impl Server {
     pub fn memory(&self) -> io::Result<Memory> {
         Memory::of(&self.child.id().to_string())
     }
+
+    /// The CPU time the server has run for so far, all its threads, user
+    /// and system (see [`cpu_time`]).
+    pub fn cpu_time(&self) -> io::Result<Duration> {
+        cpu_time(self.child.id())
+    }
+}
+
+/// A duration in milliseconds, as the command line takes it.
+fn millis(d: Duration) -> String {
+    (d.as_secs_f64() * 1e3).to_string()
+}
+
+/// The CPU time process `pid` has run for so far: the sum of its live
+/// threads' `/proc/PID/task/TID/schedstat` (nanoseconds on a CPU, user and
+/// system). Time counts only while a thread runs, so a server that waits
+/// for a core on a shared machine is not charged for the wait, which makes
+/// CPU time per frame steadier than frames per second. (`utime + stime` of
+/// `/proc/PID/stat` count in 10 ms ticks, too coarse for a quiet server.)
+/// A thread that exited is no longer counted: every server here keeps its
+/// threads until it exits.
+pub fn cpu_time(pid: u32) -> io::Result<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may exit between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            continue;
+        };
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| io::Error::other(format!("unexpected schedstat {stat:?}")))?;
+    }
+    Ok(Duration::from_nanos(ns))
 }
 
 impl Memory {

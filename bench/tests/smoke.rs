@@ -4,14 +4,16 @@
 //! and every echo arrived intact) and fails on any mismatch. No figure it
 //! prints is asserted: timing on a shared machine proves nothing.
 
-use std::process::Command;
+use std::process::{Command, Output};
 
-#[test]
-fn every_server_delivers_exactly_what_was_sent() {
-    let out = Command::new(env!("CARGO_BIN_EXE_bench"))
-        .args(["all", "--smoke"])
+fn bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(args)
         .output()
-        .expect("run the bench binary");
+        .expect("run the bench binary")
+}
+
+fn assert_no_problems(out: &Output) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
@@ -19,4 +21,51 @@ fn every_server_delivers_exactly_what_was_sent() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(stderr.contains("no problems"), "{stderr}");
+}
+
+#[test]
+fn every_server_delivers_exactly_what_was_sent() {
+    assert_no_problems(&bench(&["all", "--smoke"]));
+}
+
+/// The server with a clock, ticking every millisecond so that its timer
+/// wheel turns many times in the run, closes no benchmark client and loses
+/// nothing; the idle clients held by helper processes all reach it; the
+/// quiet CPU figures are taken.
+#[cfg(feature = "ours")]
+#[test]
+fn a_server_with_a_fast_clock_delivers_exactly_what_was_sent() {
+    let out = bench(&[
+        "all",
+        "--smoke",
+        "--peers",
+        "ours/1,ours-clock/1",
+        "--clock-ms",
+        "1",
+        "--idle-procs",
+        "2",
+        "--quiet",
+        "0.2",
+    ]);
+    assert_no_problems(&out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| ours-clock/1 |"), "{table}");
+    assert!(
+        table.contains("beside C idle clients (lower is better)"),
+        "{table}"
+    );
+}
+
+/// `bench tick-floor` measures ticks and prints its figure.
+#[cfg(feature = "ours")]
+#[test]
+fn the_tick_floor_counts_ticks() {
+    let out = bench(&["tick-floor", "--clock-ms", "1", "--secs", "0.2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("µs per tick"), "{stdout}");
 }

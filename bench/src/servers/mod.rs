@@ -3,6 +3,7 @@
 //! RSS is its own, and speaks the [`control`](crate::control) protocol.
 
 use std::io;
+use std::time::Duration;
 
 pub mod mio_floor;
 #[cfg(feature = "ours")]
@@ -29,6 +30,33 @@ pub struct ServerOpts {
     pub sender_buffer: usize,
     /// `ours`: what a full outgoing backlog does.
     pub policy: Policy,
+    /// `ours-clock`: the clock and the time limits, used only when `clock`
+    /// is set.
+    pub timing: Timing,
+    /// `ours`: run with a clock and [`timing`](Self::timing)'s limits.
+    pub clock: bool,
+}
+
+/// The clock of a server with time limits, and the limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Time between two ticks.
+    pub period: Duration,
+    /// `MultiplexerBuilder::idle_timeout`: longer than any run, so that
+    /// the benchmark's silent idle clients are never closed.
+    pub idle_timeout: Duration,
+    /// `MultiplexerBuilder::write_timeout` (the crate's default).
+    pub write_timeout: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3600),
+            write_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The backlog policy of the `ours` server.
@@ -50,6 +78,8 @@ impl Default for ServerOpts {
             writer_capacity: 128,
             sender_buffer: 32_768,
             policy: Policy::Disconnect,
+            timing: Timing::default(),
+            clock: false,
         }
     }
 }
@@ -57,7 +87,15 @@ impl Default for ServerOpts {
 /// The server kinds this build knows.
 pub fn kinds() -> &'static [&'static str] {
     if cfg!(feature = "ours") {
-        &["mio", "tokio", "v016", "ours", "ours-wait", "ours-tokio"]
+        &[
+            "mio",
+            "tokio",
+            "v016",
+            "ours",
+            "ours-wait",
+            "ours-tokio",
+            "ours-clock",
+        ]
     } else {
         &["mio", "tokio", "v016"]
     }
@@ -78,6 +116,11 @@ pub fn run(kind: &str, opts: &ServerOpts) -> io::Result<()> {
         }),
         #[cfg(feature = "ours")]
         "ours-tokio" => ours::on_tokio::run(opts),
+        #[cfg(feature = "ours")]
+        "ours-clock" => ours::on_smol::run(&ServerOpts {
+            clock: true,
+            ..opts.clone()
+        }),
         other => Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("unknown server {other:?} (this build has {:?})", kinds()),

@@ -10,7 +10,9 @@
 //! dropped, the producer never waits) and `ours-wait` (policy `Wait`:
 //! lossless, the outgoing stream waits while a target's backlog is full, as
 //! the peers' producers do) run on smol ([`on_smol`]); `ours-tokio` is
-//! `ours` on tokio ([`on_tokio`]), the same code on tokio's reactor.
+//! `ours` on tokio ([`on_tokio`]), the same code on tokio's reactor;
+//! `ours-clock` is `ours` on smol with a clock and time limits on (an idle
+//! timeout longer than any run, so that no benchmark client is closed).
 
 use std::io;
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,7 +23,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use stream_multiplexer::batch::{self, BatchReceiver, BatchSender};
 use stream_multiplexer::{
-    BacklogPolicy, IncomingPacket, Multiplexer, MultiplexerBuilder, OutgoingMessage,
+    BacklogPolicy, Clock, IncomingPacket, Multiplexer, MultiplexerBuilder, OutgoingMessage,
     OutgoingPacket, StreamId,
 };
 
@@ -52,8 +54,9 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// Builds the multiplexer `opts` asks for.
-    pub fn new(opts: &ServerOpts) -> Self {
+    /// Builds the multiplexer `opts` asks for; with `clock`, its time
+    /// limits are `opts.timing`'s.
+    pub fn new(opts: &ServerOpts, clock: Option<Clock>) -> Self {
         // The crate's batching channel: one lock and one wake-up per batch
         // of packets instead of an allocation and a wake-up per packet.
         let (channel0, channel0_rx) = batch::channel(opts.channel_capacity);
@@ -62,9 +65,14 @@ impl Parts {
             Policy::Disconnect => (BacklogPolicy::Disconnect, opts.sender_buffer),
             Policy::Wait => (BacklogPolicy::Wait, opts.writer_capacity),
         };
-        let multiplexer = MultiplexerBuilder::new(backlog)
-            .backlog_policy(policy)
-            .build(outgoing_rx, vec![channel0]);
+        let mut builder = MultiplexerBuilder::new(backlog).backlog_policy(policy);
+        if let Some(clock) = clock {
+            builder = builder
+                .clock(clock)
+                .idle_timeout(opts.timing.idle_timeout)
+                .write_timeout(opts.timing.write_timeout);
+        }
+        let multiplexer = builder.build(outgoing_rx, vec![channel0]);
         Self {
             multiplexer,
             channel0: channel0_rx,

@@ -1,7 +1,9 @@
-//! `ours` and `ours-wait` on smol: a listener from `runtime::smol::bind` (or
-//! `async-net`'s own `bind` when the harness asks for std's backlog of 128),
-//! connections from `runtime::smol::incoming`, everything on one
-//! `smol::Executor` driven by `--threads` threads (1: the main thread alone).
+//! `ours`, `ours-wait` and `ours-clock` on smol: a listener from
+//! `runtime::smol::bind` (or `async-net`'s own `bind` when the harness asks
+//! for std's backlog of 128), connections from `runtime::smol::incoming`,
+//! everything on one `smol::Executor` driven by `--threads` threads (1: the
+//! main thread alone). With a clock, its ticks come from smol's
+//! `Timer::interval` (`async-io`'s timer, which smol re-exports).
 
 use std::io;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::thread;
 
 use futures::channel::mpsc;
 use futures::future;
-use stream_multiplexer::{HalvesStream, runtime};
+use stream_multiplexer::{Clock, HalvesStream, runtime};
 
 use super::{Parts, broadcast, consume};
 use crate::control::{self, Counters};
@@ -30,7 +32,11 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     };
     let counters = Counters::new();
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
-    let parts = Parts::new(opts);
+    let clock = opts.clock.then(|| {
+        let period = opts.timing.period;
+        Clock::new(period, smol::Timer::interval(period))
+    });
+    let parts = Parts::new(opts, clock);
 
     {
         let (ex, ids, outgoing) = (

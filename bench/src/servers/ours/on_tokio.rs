@@ -30,7 +30,7 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     };
     let std_listener = control::bind(opts.backlog)?;
     let counters = Counters::new();
-    let parts = Parts::new(opts);
+    let parts = Parts::new(opts, None);
 
     {
         let (handle, ids, outgoing) = (
