@@ -139,6 +139,18 @@ impl<W, R, V> Registry<W, R, V> {
         self.slab[key].is_addressable().then_some(key)
     }
 
+    /// The stream with this id and its key, if the application can still
+    /// send to it: one lookup, for the delivery of every value.
+    #[inline]
+    pub(crate) fn addressable_mut(
+        &mut self,
+        id: StreamId,
+    ) -> Option<(usize, &mut StreamEntry<W, R, V>)> {
+        let key = *self.keys.get(&id)?;
+        let entry = self.slab.get_mut(key)?;
+        entry.is_addressable().then_some((key, entry))
+    }
+
     pub(crate) fn get(&self, key: usize) -> Option<&StreamEntry<W, R, V>> {
         self.slab.get(key)
     }

@@ -13,18 +13,17 @@ use crate::wake::Wakeup;
 #[derive(Debug)]
 pub(crate) struct Writer<W, V> {
     sink: W,
-    backlog: VecDeque<Queued<V>>,
+    backlog: VecDeque<V>,
+    /// Values ever taken from the front of the backlog: the backlog's
+    /// front is value number `taken`.
+    taken: u64,
+    /// Values queued as the latest of a key, by key and value number; an
+    /// entry whose value was taken since is stale and skipped. Empty for
+    /// writers that never got a keyed value, so plain values pay nothing.
+    keyed: Vec<(u64, u64)>,
     wakeup: Wakeup,
     unflushed: bool,
     closing: bool,
-}
-
-/// A value waiting for the sink, and its key if it was sent as the latest
-/// value of that key.
-#[derive(Debug)]
-struct Queued<V> {
-    value: V,
-    key: Option<u64>,
 }
 
 /// Whether a pump flushes the sink after handing it the backlog.
@@ -98,6 +97,8 @@ impl<W, V> Writer<W, V> {
         Self {
             sink,
             backlog: VecDeque::new(),
+            taken: 0,
+            keyed: Vec::new(),
             wakeup,
             unflushed: false,
             closing: false,
@@ -120,6 +121,7 @@ impl<W, V> Writer<W, V> {
     /// it: a writer with values queued is always either scheduled already
     /// or waiting for its sink's wake-up.
     #[must_use]
+    #[inline]
     pub(crate) fn enqueue(&mut self, values: &[V], key: Option<u64>) -> bool
     where
         V: Clone,
@@ -128,33 +130,52 @@ impl<W, V> Writer<W, V> {
         if let [value] = values {
             // The usual message, one value: pushed without `extend`'s
             // reserve-and-iterate, which showed in broadcast profiles.
-            self.backlog.push_back(Queued {
-                value: value.clone(),
-                key,
-            });
+            self.backlog.push_back(value.clone());
         } else {
-            self.backlog.extend(values.iter().map(|value| Queued {
-                value: value.clone(),
-                key,
-            }));
+            self.backlog.extend(values.iter().cloned());
+        }
+        if let Some(key) = key
+            && !values.is_empty()
+        {
+            self.remember_latest(key);
         }
         was_idle
     }
 
+    /// Notes that the value just queued last is the latest of `key`.
+    fn remember_latest(&mut self, key: u64) {
+        let taken = self.taken;
+        if self.keyed.len() > 2 * self.backlog.len() + 8 {
+            // Forget the values written since: the list stays within twice
+            // the backlog.
+            self.keyed.retain(|&(_, number)| number >= taken);
+        }
+        let number = taken + self.backlog.len() as u64 - 1;
+        self.keyed.push((key, number));
+    }
+
     /// Replaces the value queued under `key`, not yet written, with
-    /// `value`, in its place. Returns whether there was one. Scans the
-    /// backlog: O(`sender_buffer_size`), for keyed values only.
+    /// `value`, in its place. Returns whether there was one. Scans the keyed
+    /// values only: O(keys waiting), nothing for a writer that never got
+    /// one.
     pub(crate) fn replace_latest(&mut self, key: u64, value: &V) -> bool
     where
         V: Clone,
     {
-        match self.backlog.iter_mut().find(|q| q.key == Some(key)) {
-            Some(queued) => {
-                queued.value = value.clone();
-                true
-            }
-            None => false,
-        }
+        let taken = self.taken;
+        let waiting = self
+            .keyed
+            .iter()
+            .rev()
+            .find(|&&(k, number)| k == key && number >= taken);
+        let Some(slot) = waiting.and_then(|&(_, number)| {
+            let index = usize::try_from(number - taken).ok()?;
+            self.backlog.get_mut(index)
+        }) else {
+            return false;
+        };
+        *slot = value.clone();
+        true
     }
 
     /// Asks the writer to flush what is queued and then close its sink.
@@ -194,9 +215,10 @@ impl<W, V> Writer<W, V> {
                 Poll::Ready(Err(_)) => return WriteOutcome::Failed,
                 Poll::Pending => return WriteOutcome::Blocked,
             }
-            let Some(Queued { value, .. }) = self.backlog.pop_front() else {
+            let Some(value) = self.backlog.pop_front() else {
                 break;
             };
+            self.taken += 1;
             if sink.as_mut().start_send(value).is_err() {
                 return WriteOutcome::Failed;
             }
@@ -295,7 +317,13 @@ mod tests {
         let _ = writer.enqueue(&[3], None);
         assert!(writer.replace_latest(7, &10));
         assert!(!writer.replace_latest(9, &11));
-        let queued: Vec<u32> = writer.backlog.iter().map(|q| q.value).collect();
+        let queued: Vec<u32> = writer.backlog.iter().copied().collect();
         assert_eq!(queued, [10, 2, 3]);
+        // Once written, a value can no longer be replaced.
+        let _ = writer.pump(Flush::Now);
+        assert!(!writer.replace_latest(7, &12));
+        let _ = writer.enqueue(&[4], Some(7));
+        assert!(writer.replace_latest(7, &13));
+        assert_eq!(writer.backlog.iter().copied().collect::<Vec<_>>(), [13]);
     }
 }

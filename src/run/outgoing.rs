@@ -55,6 +55,7 @@ enum Recipients {
 
 impl Recipients {
     /// The `index`-th recipient, `Some(None)` for the one left out.
+    #[inline]
     fn get(&self, index: usize) -> Option<Option<StreamId>> {
         match self {
             Recipients::Ids(ids) => ids.get(index).copied().map(Some),
@@ -227,10 +228,10 @@ where
                 continue;
             };
             let to_room = matches!(message.recipients, Recipients::Room { .. });
-            let Some(key) = streams
+            let Some((key, entry)) = streams
                 .registry
-                .addressable_key(id)
-                .filter(|&key| !to_room || streams.registry.get(key).is_some_and(|e| e.is_open()))
+                .addressable_mut(id)
+                .filter(|(_, entry)| !to_room || entry.is_open())
             else {
                 if !to_room {
                     // Gone (or never there): dropped and counted.
@@ -241,11 +242,8 @@ where
                 message.next += 1;
                 continue;
             };
-            let Some(entry) = streams.registry.get_mut(key) else {
-                message.next += 1;
-                continue;
-            };
-            let queued = if let (Some(latest), Some(value)) = (latest, message.values.last())
+            let queued = if let Some(latest) = latest
+                && let Some(value) = message.values.last()
                 && entry.writer.replace_latest(latest, value)
             {
                 streams.stats.conflated();
