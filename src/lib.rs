@@ -259,6 +259,8 @@ mod config;
 mod error;
 pub mod framed;
 mod halves;
+#[cfg(any(feature = "websocket", feature = "tls"))]
+mod handshakes;
 mod id_gen;
 mod multiplexer;
 mod packet;
@@ -270,6 +272,8 @@ pub mod runtime;
 mod stats;
 mod timer_wheel;
 mod wake;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 mod writer;
 
 pub use clock::Clock;
