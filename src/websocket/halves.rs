@@ -15,7 +15,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use futures::sink::Sink;
 use futures::stream::{FusedStream, Stream};
 
-use super::WsMessage;
+use super::message::WsMessage;
 use super::write_buffer::WriteBuffered;
 
 /// The WebSocket over a connection whose writes are gathered.
