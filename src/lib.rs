@@ -271,6 +271,8 @@ mod run;
 pub mod runtime;
 mod stats;
 mod timer_wheel;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod wake;
 #[cfg(feature = "websocket")]
 pub mod websocket;
