@@ -27,7 +27,7 @@ use stream_multiplexer::runtime::smol::incoming;
 use stream_multiplexer::websocket::{Acceptor, WsMessage};
 use stream_multiplexer::{
     Clock, ControlMessage, DisconnectReason, HalvesStream, IncomingPacket, Multiplexer,
-    MultiplexerError, OutgoingMessage, OutgoingPacket, Stats, StreamId,
+    MultiplexerBuilder, MultiplexerError, OutgoingMessage, OutgoingPacket, Stats, StreamId,
 };
 
 /// A safety net, never a synchronisation: every wait ends on an event long
@@ -78,9 +78,26 @@ struct Server {
 
 impl Server {
     async fn start(acceptor: Acceptor) -> Self {
+        Self::start_with(acceptor, MultiplexerBuilder::new(64)).await
+    }
+
+    /// A server whose multiplexer has a write timeout, on a clock ticked
+    /// through the returned sender.
+    async fn start_with_write_timeout(
+        acceptor: Acceptor,
+        write_timeout: Duration,
+    ) -> (Self, mpsc::UnboundedSender<()>) {
+        let (ticks, tick_rx) = mpsc::unbounded();
+        let builder = MultiplexerBuilder::new(64)
+            .clock(Clock::new(TICK, tick_rx))
+            .write_timeout(write_timeout);
+        (Self::start_with(acceptor, builder).await, ticks)
+    }
+
+    async fn start_with(acceptor: Acceptor, builder: MultiplexerBuilder) -> Self {
         let (channel0, lobby) = mpsc::channel(64);
         let (outgoing, outgoing_rx) = mpsc::channel(64);
-        let multiplexer = Multiplexer::new(64, outgoing_rx, vec![channel0]);
+        let multiplexer = builder.build(outgoing_rx, vec![channel0]);
         let stats = multiplexer.stats();
         let listener = async_net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -288,6 +305,58 @@ fn a_client_that_closes_leaves_and_gets_the_close_reply() {
         assert_eq!(server.disconnected(id).await, DisconnectReason::Linkdead);
         server.shut_down().await;
         assert!(client.next().await.is_none());
+    });
+}
+
+#[test]
+fn a_client_that_never_answers_the_close_is_dropped_at_the_write_timeout() {
+    run(|| async {
+        let (mut server, multiplexer_ticks) =
+            Server::start_with_write_timeout(Acceptor::new(), 3 * TICK).await;
+        // A bare client: it completes the upgrade and sends one message,
+        // then reads bytes but never answers a close frame.
+        let address = server.address;
+        let mut bare = smol::unblock(move || bare_client(address)).await;
+        let id = server.connected().await;
+        assert_eq!(
+            server.message_from(id).await.unwrap(),
+            WsMessage::from("hi")
+        );
+
+        server.send(OutgoingPacket::Shutdown(vec![id])).await;
+        assert_eq!(server.disconnected(id).await, DisconnectReason::Shutdown);
+        let (mut bare, close) = smol::unblock(move || {
+            let mut close = [0u8; 4];
+            bare.read_exact(&mut close).unwrap();
+            (bare, close)
+        })
+        .await;
+        assert_eq!(close, [0x88, 0x02, 0x03, 0xe8], "a close frame, code 1000");
+        bare.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            bare.read(&mut byte).map_err(|e| e.kind()),
+            Err(io::ErrorKind::WouldBlock),
+            "the server waits for the close reply"
+        );
+        bare.set_nonblocking(false).unwrap();
+
+        // The server waits for the reply, as long as the write timeout lets
+        // it: past it, the connection is dropped.
+        for _ in 0..4 {
+            multiplexer_ticks.unbounded_send(()).unwrap();
+        }
+        let end = smol::unblock(move || {
+            let mut byte = [0u8; 1];
+            bare.read(&mut byte)
+        })
+        .await;
+        match end {
+            Ok(0) => {}
+            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
+            other => panic!("expected the connection closed, got {other:?}"),
+        }
+        server.shut_down().await;
     });
 }
 
