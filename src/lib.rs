@@ -325,6 +325,8 @@ mod config;
 mod error;
 pub mod framed;
 mod halves;
+#[cfg(any(feature = "websocket", feature = "tls"))]
+mod handshakes;
 mod id_gen;
 #[cfg(feature = "metrics")]
 mod meters;
@@ -338,7 +340,11 @@ pub mod runtime;
 pub mod shard;
 mod stats;
 mod timer_wheel;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod wake;
+#[cfg(feature = "websocket")]
+pub mod websocket;
 mod writer;
 
 pub use clock::Clock;
