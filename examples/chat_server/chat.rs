@@ -6,6 +6,7 @@ use stream_multiplexer::{DisconnectReason, OutgoingPacket, RoomName, Rooms, Stre
 
 use crate::handover::{Arrivals, Handover, Meeting};
 use crate::nicknames::{Nicknames, SharedNicknames};
+use crate::nodes::Scope;
 use crate::task::{Consumer, Event, Gate, Outbox, Said};
 use crate::text::{Command, MAX_NAME, fold, printable, quote, valid_name};
 use crate::{FIRST_ROOM, NAME_RULES, Packet};
@@ -18,10 +19,16 @@ const WHO_PER_LINE: usize = 100;
 /// and leaving are `Join` and `Leave` packets, a line said in a room is one
 /// message to the room, and `/who` reads the room's members from there.
 /// The task keeps only each user's name and room ([`Directory`]).
+///
+/// With other servers (`--redis`), rooms are shared but users are not:
+/// what is said to a room reaches every server, while `/who`, `/msg` and
+/// the count of users online know this server's users only, and say so
+/// ([`Scope`]).
 #[derive(Debug)]
 pub(crate) struct Chat {
     nicknames: SharedNicknames,
     rooms: Rooms,
+    scope: Scope,
     gate: Gate,
     users: Directory,
     arrivals: Arrivals,
@@ -63,10 +70,11 @@ impl Consumer for Chat {
 }
 
 impl Chat {
-    pub(crate) fn new(nicknames: SharedNicknames, rooms: Rooms) -> Self {
+    pub(crate) fn new(nicknames: SharedNicknames, rooms: Rooms, scope: Scope) -> Self {
         Self {
             nicknames,
             rooms,
+            scope,
             gate: Gate::default(),
             users: Directory::default(),
             arrivals: Arrivals::default(),
@@ -80,7 +88,7 @@ impl Chat {
         let id = handover.id;
         match handover.nick {
             Some(nick) => {
-                eprintln!("client {id} is {nick}");
+                tracing::info!(client = id, nick, "named");
                 outbox.assume(id, handover.ending);
                 outbox.tell(id, format!("* hello {nick}, you are in #{FIRST_ROOM}"));
                 let room = RoomName::from(FIRST_ROOM);
@@ -104,7 +112,7 @@ impl Chat {
         let Some(user) = self.users.remove(id) else {
             return;
         };
-        eprintln!("client {id} ({}) left ({reason:?})", user.nick);
+        tracing::info!(client = id, nick = user.nick, ?reason, "left");
         // The multiplexer took it out of its rooms as it announced this.
         outbox.tell_room(
             &user.room,
@@ -156,7 +164,8 @@ impl Chat {
             return;
         }
         let Some(recipient) = valid_name(to).then(|| self.users.find(to)).flatten() else {
-            outbox.tell(id, format!("* no such user: {}", quote(to, MAX_NAME)));
+            let here = self.scope.here();
+            outbox.tell(id, format!("* no such user{here}: {}", quote(to, MAX_NAME)));
             return;
         };
         let Some(sender) = self.users.get(id) else {
@@ -207,9 +216,10 @@ impl Chat {
         // count lags by every one still on its way — not only this user's:
         // of sixty users joining at once, most would be told a number
         // already passed.
+        let here = self.scope.here();
         let online = match self.users.headcount(room) {
-            1 => "* 1 user online".to_owned(),
-            n => format!("* {n} users online"),
+            1 => format!("* 1 user online{here}"),
+            n => format!("* {n} users online{here}"),
         };
         outbox.tell(id, online);
     }
@@ -242,8 +252,9 @@ impl Chat {
             .filter_map(|&member| self.users.get(member))
             .map(|user| user.nick.as_str())
             .collect();
+        let here = self.scope.here();
         for chunk in names.chunks(WHO_PER_LINE) {
-            outbox.tell(id, format!("* in #{room}: {}", chunk.join(", ")));
+            outbox.tell(id, format!("* in #{room}{here}: {}", chunk.join(", ")));
         }
     }
 }

@@ -233,7 +233,7 @@ impl Arrivals {
                 .is_some_and(|(since, _)| *since == at)
                 && let Some((_, handover)) = self.handovers.remove(&id)
             {
-                eprintln!("client {id} never came to the rooms");
+                tracing::warn!(client = id, "never came to the rooms");
                 names.extend(handover.nick);
             }
         }

@@ -43,7 +43,7 @@ impl Consumer for Lobby {
         };
         match event {
             Event::Arrived(id) => {
-                eprintln!("client {id} connected");
+                tracing::info!(client = id, "connected");
                 // Every connection is in this room, whatever its channel,
                 // until it leaves: the one message that reaches them all
                 // is the shutdown notice (see `main`'s `then_goodbye`).
@@ -54,7 +54,10 @@ impl Consumer for Lobby {
                 // Read before the move: for the rooms, in order.
                 Some(arrival) => {
                     if arrival.keep(said) == Keeping::TooMuch {
-                        eprintln!("client {id}: too much before the move; disconnecting");
+                        tracing::warn!(
+                            client = id,
+                            "too much sent before the move to the rooms; disconnecting"
+                        );
                         outbox.goodbye(id, "* error: too much sent at once");
                     }
                 }
@@ -74,7 +77,7 @@ impl Consumer for Lobby {
                 self.hand_over(id, outbox);
             }
             Event::Left(id, reason) => {
-                eprintln!("client {id} left from the lobby ({reason:?})");
+                tracing::info!(client = id, ?reason, "left from the lobby");
                 // It may have claimed a name and gone before its move.
                 if let Some(arrival) = self.arriving.remove(&id) {
                     Nicknames::lock(&self.nicknames).release(&arrival.nick);

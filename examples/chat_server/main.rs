@@ -5,6 +5,9 @@
 //! cargo run --example chat_server -- --addr 0.0.0.0:7000
 //! CHAT_ADDR=127.0.0.1:0 cargo run --example chat_server  # any free port
 //! nc 127.0.0.1 7878                                    # or telnet, or socat
+//!
+//! # one of several servers sharing their rooms through Redis (see `nodes`)
+//! cargo run --example chat_server --features redis -- --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! The protocol is newline-delimited UTF-8 text, framed by the crate's
@@ -40,7 +43,18 @@
 //!
 //! The server prints `listening on ADDR` on stdout once it is bound (the
 //! only line it prints there, so a script can read the port), and logs
-//! connections and bad input on stderr.
+//! through `tracing` on stderr: connections, names and departures at INFO,
+//! bad input at WARN. `RUST_LOG` chooses what is logged (`info` by
+//! default; `RUST_LOG=debug` with `--features tracing` adds the
+//! multiplexer's own events, each connection's arrival and departure).
+//!
+//! # More than one server
+//!
+//! With `--redis redis://HOST:PORT` (and the crate's `redis` feature), the
+//! server is one of several that share their rooms through Redis: what is
+//! said in a room reaches its members on every server. Names, `/who`,
+//! `/msg` and the users-online count stay each server's own. See
+//! [`nodes`].
 //!
 //! # Shutting down
 //!
@@ -106,17 +120,19 @@
 //! - [`lobby`] (channel 0), [`chat`] (channel 1), and [`handover`], how a
 //!   stream goes from one to the other with the lines it sent on its way.
 //! - [`nicknames`]: the names taken, shared by both tasks.
+//! - [`nodes`]: the rooms shared with other servers through Redis.
 
 mod chat;
 mod codec;
 mod handover;
 mod lobby;
 mod nicknames;
+mod nodes;
 mod task;
 mod text;
 
 use std::error::Error;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::task::Poll;
@@ -130,12 +146,24 @@ use stream_multiplexer::{
     ChannelId, ControlMessage, HalvesStream, IncomingPacket, MultiplexerBuilder, OutgoingMessage,
     OutgoingPacket,
 };
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 use crate::chat::Chat;
 use crate::codec::{ChatCodec, Heard, Reply, Text};
 use crate::lobby::Lobby;
 use crate::nicknames::Nicknames;
 use crate::task::{Inputs, serve};
+
+const USAGE: &str = "\
+usage: chat_server [--addr ADDR] [--redis redis://HOST:PORT]
+
+  --addr ADDR    where to listen (or CHAT_ADDR; default 127.0.0.1:7878)
+  --redis URL    share the rooms with the other chat servers on this Redis
+                 (needs --features redis): lines, /me and join/leave notices
+                 reach every server; names, /who, /msg and the users-online
+                 count are each server's own
+  RUST_LOG       what is logged on stderr (default info)";
 
 /// Where to listen when neither `--addr` nor `CHAT_ADDR` says.
 const DEFAULT_ADDR: &str = "127.0.0.1:7878";
@@ -186,52 +214,95 @@ type Packet = IncomingPacket<Received>;
 type Outgoing = OutgoingPacket<Reply>;
 
 fn main() -> ExitCode {
+    log_to_stderr();
     match start() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("chat_server: {error}");
+            tracing::error!("{error}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// Events go to stderr, as `RUST_LOG` says (`info` by default), in colour
+/// on a terminal only.
+fn log_to_stderr() {
+    let filter = EnvFilter::builder()
+        .with_default_directive(LevelFilter::INFO.into())
+        .from_env_lossy();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
+        .init();
+}
+
 fn start() -> Result<(), Box<dyn Error>> {
-    let address = address()?;
-    let listener = bind(address, LISTEN_BACKLOG)?;
+    let Some(options) = Options::from_args()? else {
+        println!("{USAGE}");
+        return Ok(());
+    };
+    let listener = bind(options.address, LISTEN_BACKLOG)?;
     // Before anyone can connect: from here on, SIGINT and SIGTERM are ours.
     let signals = Signals::new([Signal::Int, Signal::Term])?;
     // The first and only line on stdout: whoever started the server (with
     // port 0, say) learns the address from it.
     println!("listening on {}", listener.local_addr()?);
-    smol::block_on(serve_chat(incoming(listener), signals))?;
-    eprintln!("chat_server: shut down");
+    smol::block_on(serve_chat(incoming(listener), signals, options.redis))?;
+    tracing::info!("shut down");
     Ok(())
 }
 
-/// `--addr ADDR` (or `--addr=ADDR`), else `CHAT_ADDR`, else 127.0.0.1:7878.
-fn address() -> Result<SocketAddr, Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
-    let mut chosen = std::env::var("CHAT_ADDR").ok();
-    while let Some(arg) = args.next() {
-        match arg.strip_prefix("--addr") {
-            Some("") => chosen = Some(args.next().ok_or("--addr needs an address")?),
-            Some(value) if value.starts_with('=') => chosen = Some(value[1..].to_owned()),
-            _ => {
-                return Err(
-                    format!("unknown argument {arg:?}; usage: chat_server [--addr ADDR]").into(),
-                );
-            }
-        }
-    }
-    let text = chosen.as_deref().unwrap_or(DEFAULT_ADDR);
-    Ok(text
-        .parse()
-        .map_err(|error| format!("bad address {text:?}: {error}"))?)
+/// What the command line and the environment say.
+#[derive(Debug)]
+struct Options {
+    /// Where to listen.
+    address: SocketAddr,
+    /// Where Redis is (`host:port`), if the rooms are shared through it.
+    redis: Option<String>,
 }
 
-/// Wires the multiplexer to the lobby and rooms tasks and to the signals,
-/// and serves until a signal stops it.
-async fn serve_chat(connections: Incoming, signals: Signals) -> Result<(), Box<dyn Error>> {
+impl Options {
+    /// `--addr ADDR` (or `--addr=ADDR`), else `CHAT_ADDR`, else
+    /// 127.0.0.1:7878; `--redis URL` (or `--redis=URL`). `None` for
+    /// `--help`.
+    fn from_args() -> Result<Option<Self>, Box<dyn Error>> {
+        let mut args = std::env::args().skip(1);
+        let mut address = std::env::var("CHAT_ADDR").ok();
+        let mut redis = None;
+        while let Some(arg) = args.next() {
+            let (name, inline) = match arg.split_once('=') {
+                Some((name, value)) => (name, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next())
+                    .ok_or_else(|| format!("{name} needs a value (see --help)"))
+            };
+            match name {
+                "--addr" => address = Some(value()?),
+                "--redis" => redis = Some(nodes::redis_address(&value()?)?),
+                "-h" | "--help" => return Ok(None),
+                _ => return Err(format!("unknown argument {arg:?} (see --help)").into()),
+            }
+        }
+        let text = address.as_deref().unwrap_or(DEFAULT_ADDR);
+        let address = text
+            .parse()
+            .map_err(|error| format!("bad address {text:?}: {error}"))?;
+        Ok(Some(Self { address, redis }))
+    }
+}
+
+/// Wires the multiplexer to the lobby and rooms tasks, to the signals and,
+/// with `redis`, to the other servers; serves until a signal stops it.
+async fn serve_chat(
+    connections: Incoming,
+    signals: Signals,
+    redis: Option<String>,
+) -> Result<(), Box<dyn Error>> {
     let (lobby_in, lobby_packets) = mpsc::channel(QUEUE);
     let (rooms_in, rooms_packets) = mpsc::channel(QUEUE);
     let (lobby_out, lobby_replies) = mpsc::channel(QUEUE);
@@ -243,6 +314,10 @@ async fn serve_chat(connections: Incoming, signals: Signals) -> Result<(), Box<d
     // Taking from each task's replies in turn: a busy lobby delays a room's
     // reply by at most one packet.
     let replies = stream::select(rooms_replies, lobby_replies);
+    // Through the backplane, with `--redis`: the other servers' room
+    // messages join the replies, and ours go to them.
+    let (outgoing, peers) = nodes::link(redis.as_deref(), replies);
+    let scope = peers.scope();
 
     let multiplexer = MultiplexerBuilder::new(BACKLOG_PER_CLIENT)
         .default_channel(LOBBY)
@@ -251,13 +326,13 @@ async fn serve_chat(connections: Incoming, signals: Signals) -> Result<(), Box<d
         .idle_timeout(IDLE_TIMEOUT)
         .write_timeout(WRITE_TIMEOUT)
         .build(
-            then_goodbye(replies, control.clone()),
+            then_goodbye(outgoing, control.clone()),
             vec![lobby_in, rooms_in],
         );
 
     let nicknames = Nicknames::shared();
     let lobby = Lobby::new(nicknames.clone(), handovers);
-    let chat = Chat::new(nicknames, multiplexer.rooms());
+    let chat = Chat::new(nicknames, multiplexer.rooms(), scope);
     let lobby_inputs = Inputs {
         packets: lobby_packets,
         handovers: None,
@@ -271,9 +346,13 @@ async fn serve_chat(connections: Incoming, signals: Signals) -> Result<(), Box<d
     smol::spawn(serve(lobby, lobby_inputs, lobby_out)).detach();
     smol::spawn(serve(chat, rooms_inputs, rooms_out)).detach();
     smol::spawn(on_signals(signals, [stop_lobby, stop_rooms], control)).detach();
+    let peers = smol::spawn(peers.run(multiplexer.rooms()));
 
     let halves = HalvesStream::with_codec(connections, ChatCodec::new(MAX_LINE));
     multiplexer.run(halves, control_in).await?;
+    // What was said to rooms last goes out to the other servers before the
+    // process ends.
+    peers.await;
     Ok(())
 }
 
@@ -290,12 +369,12 @@ async fn on_signals(
     let Some(signal) = signals.next().await else {
         return;
     };
-    eprintln!("chat_server: {signal:?}, shutting down (again to stop at once)");
+    tracing::info!(?signal, "shutting down (again to stop at once)");
     for stop in stops {
         let _ = stop.send(());
     }
     if let Some(signal) = signals.next().await {
-        eprintln!("chat_server: {signal:?}, stopping now");
+        tracing::info!(?signal, "stopping now");
         let _ = control.unbounded_send(ControlMessage::Abort);
     }
 }
@@ -306,11 +385,15 @@ async fn on_signals(
 ///
 /// The notice is the last packet the multiplexer takes: the replies end
 /// only when both tasks have dropped their senders, which they do when
-/// told to stop, and after everything they sent before has been taken. So
-/// nothing reaches a client after the notice. It goes to the room that
-/// every connection joins as it arrives (the lobby's `Join`s come before
-/// it, on the same stream), so it reaches every open connection, in the
-/// lobby or in a room, once. `Shutdown` comes after: the multiplexer
+/// told to stop, and after everything they sent before has been taken; a
+/// backplane's stream (`--redis`) ends with them, dropping what other
+/// servers still send. So nothing reaches a client after the notice. It
+/// goes to the room that every connection joins as it arrives (the lobby's
+/// `Join`s come before it, on the same stream), so it reaches every open
+/// connection, in the lobby or in a room, once. It comes after the
+/// backplane, not through it, so that it reaches this server's
+/// connections only, not the other servers' (see [`nodes`]). `Shutdown`
+/// comes after: the multiplexer
 /// stops accepting and reading, writes out what is queued (the notice
 /// last) and closes every connection. (A connection accepted after the
 /// lobby stopped, in the moment before that, is closed without a word.)

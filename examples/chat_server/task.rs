@@ -200,7 +200,7 @@ impl Gate {
                 // multiplexer closes it and announces it next, and there is
                 // nobody left to answer.
                 Err(error) => {
-                    eprintln!("client {stream_id}: {error}");
+                    tracing::info!(client = stream_id, %error, "connection failed");
                     None
                 }
             },
@@ -276,7 +276,7 @@ impl Outbox {
     /// A client sent a line over 4 KiB or one that is not UTF-8: it is
     /// told why, then disconnected.
     fn reject(&mut self, id: StreamId, error: LineError) {
-        eprintln!("client {id}: {error}; disconnecting");
+        tracing::warn!(client = id, %error, "bad input; disconnecting");
         self.goodbye(id, format!("* error: {error}"));
     }
 

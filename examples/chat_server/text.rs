@@ -84,14 +84,21 @@ pub(crate) fn fold(name: &str) -> String {
 /// Source") and invisible characters that can hide it.
 pub(crate) fn printable(text: &str) -> String {
     text.chars()
-        .map(|c| {
-            if (c.is_control() && c != '\t') || is_format(c) {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
+        .map(|c| if is_unsafe(c) { '\u{fffd}' } else { c })
         .collect()
+}
+
+/// Whether `text` is as [`printable`] would leave it: what the server
+/// sends has been through it, so a line from elsewhere (another server,
+/// through Redis) that is not may be a forgery.
+#[cfg(feature = "redis")]
+pub(crate) fn is_printable(text: &str) -> bool {
+    !text.chars().any(is_unsafe)
+}
+
+/// A control character (but tab) or a format character.
+fn is_unsafe(c: char) -> bool {
+    (c.is_control() && c != '\t') || is_format(c)
 }
 
 /// Whether `c` is a format character (general category Cf, Unicode 16),
