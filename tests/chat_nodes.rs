@@ -31,7 +31,6 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -311,40 +310,7 @@ fn lines_of(output: impl Read + Send + 'static) -> std_mpsc::Receiver<String> {
 /// `chat_example.rs` build it there with fewer features; without
 /// `--redis`, both builds behave the same.)
 fn chat_server() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(build_chat_server).clone()
-}
-
-fn build_chat_server() -> PathBuf {
-    let features: Vec<&str> = [
-        ("smol", cfg!(feature = "smol")),
-        ("async-std", cfg!(feature = "async-std")),
-        ("tokio", cfg!(feature = "tokio")),
-        ("metrics", cfg!(feature = "metrics")),
-        ("tracing", cfg!(feature = "tracing")),
-        ("redis", cfg!(feature = "redis")),
-    ]
-    .into_iter()
-    .filter_map(|(feature, on)| on.then_some(feature))
-    .collect();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "--quiet", "--example", "chat_server"])
-        .args(["--no-default-features", "--features", &features.join(",")])
-        .arg("--manifest-path")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
-    if !cfg!(debug_assertions) {
-        cargo.arg("--release");
-    }
-    let status = cargo.status().expect("run cargo");
-    assert!(status.success(), "cargo could not build the chat example");
-
-    let test = std::env::current_exe().expect("the test's own path");
-    test.parent()
-        .and_then(|deps| deps.parent())
-        .expect("the test runs from target/<profile>/deps")
-        .join("examples")
-        .join(format!("chat_server{}", std::env::consts::EXE_SUFFIX))
+    tcp::child::example_binary("chat_server")
 }
 
 /// A `redis-server` of this test's own, on a free port, persistence off;

@@ -89,7 +89,7 @@ fn read_stdout(stdout: impl std::io::Read + Send + 'static) -> std_mpsc::Receive
 /// examples, so the test asks Cargo to build it and finds it beside its own
 /// executable: `target/<profile>/deps/<test>-*` and
 /// `target/<profile>/examples/<name>`.
-fn example_binary(name: &str) -> PathBuf {
+pub fn example_binary(name: &str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     // Held during the build: tests starting the same example wait for it.
     let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
@@ -101,16 +101,21 @@ fn example_binary(name: &str) -> PathBuf {
 
 /// Asks Cargo to build the example `name`, and gives its path.
 fn build_example(name: &str) -> PathBuf {
-    let mut features = Vec::new();
-    if cfg!(feature = "smol") {
-        features.push("smol");
-    }
-    if cfg!(feature = "tokio") {
-        features.push("tokio");
-    }
-    if cfg!(feature = "async-std") {
-        features.push("async-std");
-    }
+    // The features of this test build, all of them: every test that starts
+    // an example builds the same binary, so none overwrites another's.
+    let features: Vec<&str> = [
+        ("smol", cfg!(feature = "smol")),
+        ("async-std", cfg!(feature = "async-std")),
+        ("tokio", cfg!(feature = "tokio")),
+        ("metrics", cfg!(feature = "metrics")),
+        ("tracing", cfg!(feature = "tracing")),
+        ("redis", cfg!(feature = "redis")),
+        ("websocket", cfg!(feature = "websocket")),
+        ("tls", cfg!(feature = "tls")),
+    ]
+    .into_iter()
+    .filter_map(|(feature, on)| on.then_some(feature))
+    .collect();
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .args(["build", "--quiet", "--example", name])
