@@ -117,6 +117,10 @@ pub struct WsRead<C> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
     Reading,
+    /// A ping was read: its pong is written before anything more is read,
+    /// so that a client that sends pings and never reads its pongs is not
+    /// read either (its pongs would pile up in tungstenite's write buffer).
+    Answering,
     /// The WebSocket ended; tungstenite may have written a last frame (the
     /// close reply) without flushing it.
     Flushing,
@@ -142,6 +146,13 @@ where
                     this.state = ReadState::Done;
                     return Poll::Ready(None);
                 }
+                ReadState::Answering => match ready!(Pin::new(&mut *socket).poll_flush(cx)) {
+                    Ok(()) => this.state = ReadState::Reading,
+                    Err(error) => {
+                        this.state = ReadState::Done;
+                        return Poll::Ready(Some(Err(into_io(error))));
+                    }
+                },
                 ReadState::Reading => {}
             }
             match ready!(Pin::new(&mut *socket).poll_next(cx)) {
@@ -158,8 +169,14 @@ where
                 // close: the same next read writes the close reply, then
                 // ends the stream (`None`).
                 Some(Ok(
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_),
+                    message @ (Message::Ping(_)
+                    | Message::Pong(_)
+                    | Message::Frame(_)
+                    | Message::Close(_)),
                 )) => {
+                    if matches!(message, Message::Ping(_)) {
+                        this.state = ReadState::Answering;
+                    }
                     control_frames += 1;
                     if control_frames == CONTROL_FRAMES_PER_POLL {
                         cx.waker().wake_by_ref();
