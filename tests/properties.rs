@@ -427,36 +427,55 @@ fn room_scenarios_hold_and_reach_what_they_are_about() {
         (8, 2, 1, 0),
         "{stats:?}"
     );
-    // Joins of ids that are not open streams: a queued one, an unknown one,
-    // one that left (its reader ended) and is still flushing.
-    let strangers = scenario(
-        1,
-        vec![
-            Op::Connect,
-            Op::Connect,
-            Op::Join {
-                to: vec![Target::Client(1), Target::Unknown(0)],
-                room: 0,
-            },
-            Op::EndRead { client: 0 },
-            Op::Join {
-                to: vec![Target::Client(0)],
-                room: 2,
-            },
-            Op::Leave {
-                to: vec![Target::Client(0), Target::Unknown(0)],
-                room: 2,
-            },
-            Op::RoomMessage {
-                room: 2,
-                except: None,
-                values: 1,
-                class: Class::Reliable,
-            },
-        ],
-    );
+    // Joins and leaves of ids that are not open streams: an unknown one,
+    // one that left (its reader ended) and lingers, one closed by Shutdown.
+    // Each is dropped and counted, but the leave of the lingering one,
+    // which may still be addressed: it is in no room, so nothing changes.
+    let strangers = Scenario {
+        clock: Some(Limits {
+            idle: None,
+            write: Some(6),
+        }),
+        ..scenario(
+            1,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                Op::Join {
+                    to: vec![Target::Client(1), Target::Unknown(0)],
+                    room: 0,
+                },
+                Op::EndRead { client: 0 },
+                Op::Join {
+                    to: vec![Target::Client(0)],
+                    room: 2,
+                },
+                Op::Leave {
+                    to: vec![Target::Client(0), Target::Unknown(0)],
+                    room: 2,
+                },
+                Op::Shutdown {
+                    to: vec![Target::Client(1)],
+                },
+                Op::Join {
+                    to: vec![Target::Client(1)],
+                    room: 0,
+                },
+                Op::RoomMessage {
+                    room: 0,
+                    except: None,
+                    values: 1,
+                    class: Class::Reliable,
+                },
+            ],
+        )
+    };
     let stats = model::run(&strangers, OPEN_FINDINGS).unwrap_or_else(|v| panic!("{v}"));
-    assert_eq!((stats.room_sends, stats.room_members), (1, 0), "{stats:?}");
+    assert_eq!(
+        (stats.dropped_unknown_id, stats.room_sends, stats.frames_out),
+        (4, 1, 0),
+        "{stats:?}"
+    );
 }
 
 /// Scenarios in which the model once went wrong about the poll order (its

@@ -450,7 +450,9 @@ impl Scenario {
     /// of them (`0xF2`, `0xF6`, `0xFA`, `0xFE`) are room packets, as are the
     /// packets of a burst whose tag is `0xF0` or more. A message's class
     /// comes from the high bits of its count of values, so that a count
-    /// under 16 is a reliable message, as it was before classes.
+    /// under 16 is a reliable message, as it was before classes; a target
+    /// byte from `0xC0` to `0xCF` names an open stream. Inputs that use
+    /// none of these decode as they did before rooms.
     pub fn from_bytes(data: &[u8]) -> Self {
         let mut input = Input(data.iter());
         let channels = 1 + usize::from(input.byte() % 3);
