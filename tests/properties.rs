@@ -1,7 +1,9 @@
 //! Model-based property tests: random interleavings of connects, frames,
 //! reader ends, write errors, stalled and closed channels, outgoing packets
-//! to valid and invalid ids and channels, ticks of a clock with small time
-//! limits (or no clock), and Shutdown or Abort, over in-memory transports.
+//! to valid and invalid ids and channels, joins, leaves and sends to rooms,
+//! reliable, volatile and latest-by-key messages, ticks of a clock with
+//! small time limits (or no clock), and Shutdown or Abort, over in-memory
+//! transports.
 //! After every step and at the end, the invariants of the crate docs'
 //! `# Guarantees` are checked by the model in `tests/model/mod.rs`, which
 //! the `packets` fuzz target shares.
@@ -11,7 +13,7 @@
 #[path = "model/mod.rs"]
 mod model;
 
-use model::{End, Finding, Ids, Limits, Op, Scenario, Target};
+use model::{Class, End, Finding, Ids, KEYS, Limits, Op, ROOMS, Scenario, Target};
 
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -33,12 +35,95 @@ fn targets() -> impl Strategy<Value = Vec<Target>> {
     vec(target(), 1..=3)
 }
 
-/// `Message`, `ChangeChannel` or `Shutdown`.
+/// Whom a `Join` or `Leave` lists, or a room message leaves out: mostly
+/// open streams (only those join), slow ones among them.
+fn member() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        6 => any::<u8>().prop_map(Target::Open),
+        3 => any::<u8>().prop_map(Target::Slow),
+        1 => any::<u8>().prop_map(Target::Client),
+        1 => any::<u8>().prop_map(Target::Unknown),
+    ]
+}
+
+fn members() -> impl Strategy<Value = Vec<Target>> {
+    vec(member(), 1..=3)
+}
+
+/// A delivery class: reliable with weight `reliable` against 5 for the
+/// others, latest-by-key most often among them, so that values of a key
+/// meet in slow clients' backlogs.
+fn class(reliable: u32) -> impl Strategy<Value = Class> {
+    prop_oneof![
+        reliable => Just(Class::Reliable),
+        2 => Just(Class::Volatile),
+        3 => (0..KEYS).prop_map(Class::Latest),
+    ]
+}
+
+/// The first room most often, so that members meet.
+fn room() -> impl Strategy<Value = u8> {
+    prop_oneof![
+        4 => Just(0),
+        2 => Just(1),
+        1 => 2..ROOMS,
+    ]
+}
+
+fn message(reliable: u32) -> impl Strategy<Value = Op> {
+    (targets(), 0..=3u8, class(reliable)).prop_map(|(to, values, class)| Op::Message {
+        to,
+        values,
+        class,
+    })
+}
+
+fn change_channel() -> impl Strategy<Value = Op> {
+    (targets(), any::<u8>()).prop_map(|(to, channel)| Op::ChangeChannel { to, channel })
+}
+
+fn join() -> impl Strategy<Value = Op> {
+    (members(), room()).prop_map(|(to, room)| Op::Join { to, room })
+}
+
+fn leave() -> impl Strategy<Value = Op> {
+    (members(), room()).prop_map(|(to, room)| Op::Leave { to, room })
+}
+
+fn room_message(reliable: u32) -> impl Strategy<Value = Op> {
+    let except = proptest::option::weighted(0.3, member());
+    (room(), except, 0..=3u8, class(reliable)).prop_map(|(room, except, values, class)| {
+        Op::RoomMessage {
+            room,
+            except,
+            values,
+            class,
+        }
+    })
+}
+
+/// `Message` (to ids or to a room), `Join`, `Leave`, `ChangeChannel` or
+/// `Shutdown`.
 fn packet() -> impl Strategy<Value = Op> {
     prop_oneof![
-        10 => (targets(), 0..=3u8).prop_map(|(to, values)| Op::Message { to, values }),
-        6 => (targets(), any::<u8>()).prop_map(|(to, channel)| Op::ChangeChannel { to, channel }),
+        10 => message(5),
+        6 => change_channel(),
         3 => targets().prop_map(|to| Op::Shutdown { to }),
+        6 => join(),
+        2 => leave(),
+        8 => room_message(5),
+    ]
+}
+
+/// A packet for a run about rooms: rooms and classes above all.
+fn room_packet() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => message(2),
+        2 => change_channel(),
+        1 => targets().prop_map(|to| Op::Shutdown { to }),
+        6 => join(),
+        2 => leave(),
+        10 => room_message(2),
     ]
 }
 
@@ -58,8 +143,29 @@ fn plain_op() -> impl Strategy<Value = Op> {
         4 => channel.prop_map(|channel| Op::Stall { channel }),
         4 => channel.prop_map(|channel| Op::Resume { channel }),
         1 => channel.prop_map(|channel| Op::DropConsumer { channel }),
-        19 => packet(),
-        4 => vec(packet(), 2..=4).prop_map(Op::Burst),
+        28 => packet(),
+        5 => vec(packet(), 2..=4).prop_map(Op::Burst),
+    ]
+}
+
+/// Anything but a tick, in a run about rooms: many streams that live long
+/// (few ends, few closed channels), many of which stop reading, so that
+/// rooms fill and backlogs hold values to replace or to drop.
+fn room_plain_op() -> impl Strategy<Value = Op> {
+    let client = any::<u8>();
+    let channel = any::<u8>();
+    prop_oneof![
+        10 => Just(Op::Connect),
+        6 => (any::<u8>(), 1..=4u8).prop_map(|(client, frames)| Op::Send { client, frames }),
+        1 => client.prop_map(|client| Op::EndRead { client }),
+        6 => client.prop_map(|client| Op::StopReading { client }),
+        2 => client.prop_map(|client| Op::ResumeReading { client }),
+        4 => (any::<u8>(), 1..=3u8).prop_map(|(client, values)| Op::ReadSome { client, values }),
+        1 => client.prop_map(|client| Op::DropReceiver { client }),
+        2 => channel.prop_map(|channel| Op::Stall { channel }),
+        2 => channel.prop_map(|channel| Op::Resume { channel }),
+        30 => room_packet(),
+        6 => vec(room_packet(), 2..=4).prop_map(Op::Burst),
     ]
 }
 
@@ -78,6 +184,16 @@ fn op(ticks: u32) -> impl Strategy<Value = Op> {
 /// enough for backlogs and slow clients to build up.
 fn ops() -> impl Strategy<Value = Vec<Op>> {
     (1..=20u32).prop_flat_map(|ticks| vec(op(ticks), 0..96))
+}
+
+/// Operations of a run about rooms, with few ticks.
+fn room_ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        60 => room_plain_op(),
+        3 => (1..=3u8).prop_map(|ticks| Op::Tick { ticks }),
+        1 => room_plain_op().prop_map(|op| Op::TickWith(Box::new(op))),
+    ];
+    vec(op, 0..96)
 }
 
 /// Small limits, so that they pass within a run; some runs have no clock,
@@ -110,12 +226,21 @@ fn end() -> impl Strategy<Value = End> {
 }
 
 fn scenario() -> impl Strategy<Value = Scenario> {
+    scenario_of(0.2, ops())
+}
+
+/// A scenario with `ops`, and a limit on streams in a share `limited` of
+/// runs.
+fn scenario_of(
+    limited: f64,
+    ops: impl Strategy<Value = Vec<Op>>,
+) -> impl Strategy<Value = Scenario> {
     (
         (1..=3usize, 1..=4usize, 0..=2usize, 0..=2usize),
-        proptest::option::weighted(0.2, 1..=3usize),
+        proptest::option::weighted(limited, 1..=3usize),
         ids(),
         clock(),
-        ops(),
+        ops,
         end(),
     )
         .prop_map(
@@ -151,6 +276,16 @@ proptest! {
             return Err(TestCaseError::fail(violation));
         }
     }
+
+    /// The same, in runs where many streams live long, join rooms, and
+    /// stop reading while rooms and ids are sent reliable, volatile and
+    /// latest-by-key messages (guarantees 15 and 16).
+    #[test]
+    fn rooms_and_delivery_classes_keep_their_invariants(scenario in scenario_of(0.05, room_ops())) {
+        if let Err(violation) = model::run(&scenario, OPEN_FINDINGS) {
+            return Err(TestCaseError::fail(violation));
+        }
+    }
 }
 
 /// The fuzz target's decoder turns any bytes into a scenario, and the
@@ -178,6 +313,169 @@ fn fuzz_decoder_yields_scenarios_that_hold() {
     if let Err(violation) = model::run(&Scenario::from_bytes(&counting), OPEN_FINDINGS) {
         panic!("0..=255: {violation}");
     }
+    // Room packets: a join, a message to the room leaving nobody out (a
+    // latest-by-key one, from its count of values), then one that leaves
+    // the first stream out.
+    let rooms: &[u8] = &[
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, // settings
+        0x00, 0x00, // two connects
+        0xF2, 0x00, 0xC0, 0x00, // Join([Open], r0)
+        0xFA, 0x00, 0x00, 0x19, // RoomMessage(r0, 1 value, Latest(0))
+        0xFE, 0x00, 0x01, 0xC0, 0x11, // RoomMessage(r0, except Open, 1 value, Volatile)
+    ];
+    let scenario = Scenario::from_bytes(rooms);
+    assert!(
+        matches!(
+            &scenario.ops[2..],
+            [
+                Op::Join { .. },
+                Op::RoomMessage {
+                    except: None,
+                    values: 1,
+                    class: Class::Latest(_),
+                    ..
+                },
+                Op::RoomMessage {
+                    except: Some(Target::Open(_)),
+                    class: Class::Volatile,
+                    ..
+                },
+            ]
+        ),
+        "{scenario:?}"
+    );
+    if let Err(violation) = model::run(&scenario, OPEN_FINDINGS) {
+        panic!("the rooms input: {violation}");
+    }
+}
+
+/// A few runs about rooms, written out: each holds, and reaches what it is
+/// about, so that the property's rules for rooms and delivery classes are
+/// known to be exercised.
+#[test]
+fn room_scenarios_hold_and_reach_what_they_are_about() {
+    let scenario = |backlog, ops| Scenario {
+        channels: 2,
+        backlog,
+        client_buffer: 0,
+        channel_buffer: 0,
+        max_streams: None,
+        ids: Ids::Counting,
+        clock: None,
+        ops,
+        end: End::Shutdown,
+    };
+    let to_room = |values, class| Op::RoomMessage {
+        room: 0,
+        except: None,
+        values,
+        class,
+    };
+    let open = |n| vec![Target::Open(n)];
+    // Two members; the first stops reading. Its sink takes a value, its
+    // backlog the next, which the newest of its key replaces in place; a
+    // volatile value still fits, the next is dropped (and it stays); a
+    // value that leaves it out reaches the other only; a move keeps its
+    // rooms, where the newest of the key replaces the value again; the
+    // other leaves, and a departure takes the first out of every room.
+    let classes = scenario(
+        2,
+        vec![
+            Op::Connect,
+            Op::Connect,
+            Op::Join {
+                to: vec![Target::Open(0), Target::Open(1)],
+                room: 0,
+            },
+            Op::Join {
+                to: open(0),
+                room: 1,
+            },
+            Op::StopReading { client: 0 },
+            to_room(1, Class::Latest(1)),
+            to_room(1, Class::Latest(1)),
+            to_room(2, Class::Latest(1)),
+            to_room(1, Class::Volatile),
+            to_room(1, Class::Volatile),
+            Op::RoomMessage {
+                room: 0,
+                except: Some(Target::Open(0)),
+                values: 1,
+                class: Class::Reliable,
+            },
+            Op::ChangeChannel {
+                to: open(0),
+                channel: 1,
+            },
+            to_room(1, Class::Latest(1)),
+            Op::Leave {
+                to: open(1),
+                room: 0,
+            },
+            Op::Shutdown { to: open(0) },
+            to_room(1, Class::Reliable),
+        ],
+    );
+    let stats = model::run(&classes, OPEN_FINDINGS).unwrap_or_else(|v| panic!("{v}"));
+    assert_eq!(
+        (
+            stats.room_sends,
+            stats.conflated,
+            stats.volatile_dropped,
+            stats.disconnects.backlog_full
+        ),
+        (8, 2, 1, 0),
+        "{stats:?}"
+    );
+    // Joins and leaves of ids that are not open streams: an unknown one,
+    // one that left (its reader ended) and lingers, one closed by Shutdown.
+    // Each is dropped and counted, but the leave of the lingering one,
+    // which may still be addressed: it is in no room, so nothing changes.
+    let strangers = Scenario {
+        clock: Some(Limits {
+            idle: None,
+            write: Some(6),
+        }),
+        ..scenario(
+            1,
+            vec![
+                Op::Connect,
+                Op::Connect,
+                Op::Join {
+                    to: vec![Target::Client(1), Target::Unknown(0)],
+                    room: 0,
+                },
+                Op::EndRead { client: 0 },
+                Op::Join {
+                    to: vec![Target::Client(0)],
+                    room: 2,
+                },
+                Op::Leave {
+                    to: vec![Target::Client(0), Target::Unknown(0)],
+                    room: 2,
+                },
+                Op::Shutdown {
+                    to: vec![Target::Client(1)],
+                },
+                Op::Join {
+                    to: vec![Target::Client(1)],
+                    room: 0,
+                },
+                Op::RoomMessage {
+                    room: 0,
+                    except: None,
+                    values: 1,
+                    class: Class::Reliable,
+                },
+            ],
+        )
+    };
+    let stats = model::run(&strangers, OPEN_FINDINGS).unwrap_or_else(|v| panic!("{v}"));
+    assert_eq!(
+        (stats.dropped_unknown_id, stats.room_sends, stats.frames_out),
+        (4, 1, 0),
+        "{stats:?}"
+    );
 }
 
 /// Scenarios in which the model once went wrong about the poll order (its
@@ -204,6 +502,12 @@ fn scenarios_that_once_tripped_the_model_hold() {
     let message = |client, values| Op::Message {
         to: vec![Target::Client(client)],
         values,
+        class: Class::Reliable,
+    };
+    let twice = |class| Op::Message {
+        to: vec![Target::Client(0), Target::Client(0)],
+        values: 1,
+        class,
     };
     let cases = [
         // The tick's idle limit makes room under `max_streams`, and the
@@ -259,6 +563,9 @@ fn scenarios_that_once_tripped_the_model_hold() {
                 Op::Tick { ticks: 1 },
             ],
         ),
+        // A latest-by-key message that lists a stream twice: its value
+        // replaces itself (and is counted as conflated), and is received.
+        scenario(None, None, vec![Op::Connect, twice(Class::Latest(0))]),
     ];
     for (n, scenario) in cases.iter().enumerate() {
         if let Err(violation) = model::run(scenario, OPEN_FINDINGS) {

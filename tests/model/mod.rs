@@ -52,6 +52,24 @@
 //!   one that left its open state longest ago. A connection for which the
 //!   id generator offers no free id is turned away and counted as an accept
 //!   error.
+//! - Rooms (`Join`, `Leave`): a `Join` of an id that is not an open stream
+//!   is dropped and counted (`dropped_unknown_id`); a `Leave` of one that is
+//!   not addressable (open or leaving) is counted, and one of a non-member
+//!   changes nothing. A room's members are kept in the order they joined, a
+//!   member that leaves giving its place to the last one. A stream leaves
+//!   every room as its departure is announced (a time limit, a packet, its
+//!   reader's end, a failed write, a graceful shutdown), when its channel's
+//!   sink closes, and at an abort; a move is no departure.
+//! - A message to a room is counted (`room_sends`) and goes to the members
+//!   the room has as the packet is applied, in their order, but the one
+//!   left out; a member no longer open by its turn is skipped, uncounted.
+//! - Delivery classes: *reliable* as above; *volatile*: where a reliable
+//!   message would disconnect (`BacklogFull`), nothing is sent and
+//!   `volatile_dropped` counts one; *latest(key)*: only the message's last
+//!   value is sent; if a value of that key still waits in the recipient's
+//!   backlog (not yet handed to its sink), it is replaced in its place
+//!   (`conflated`), before any pump; otherwise the value is queued as a
+//!   reliable one.
 //!
 //! # Invariants
 //!
@@ -89,7 +107,14 @@
 //!   counted as they are yielded or turned away, at most `max_streams` are
 //!   open and held, none waits below the limit, and every other counter
 //!   equals what the model expects (8, 10, 12);
-//! - the run never spins: it stops waking itself once idle (7).
+//! - the run never spins: it stops waking itself once idle (7);
+//! - the `Rooms` handle shows the model's rooms: each room's members in
+//!   order, its length, each member's rooms in the order it joined them,
+//!   and the counts; `rooms` and `room_members` in stats agree, and only
+//!   open streams are members (15);
+//! - `room_sends`, `volatile_dropped` and `conflated` equal the model's
+//!   counts, and a stream sent only volatile messages is never disconnected
+//!   by them (16).
 //!
 //! At the end (after Shutdown, the end of control, Abort, Shutdown then
 //! Abort, or Shutdown while the clock ticks, with every consumer and client
@@ -106,7 +131,13 @@
 //!   draining as it left. Where a closed channel took packets away, what
 //!   remains is still in order and never doubled (1, 2);
 //! - every client received exactly the values handed to it, in the order
-//!   they were addressed to it (3, 4, 6);
+//!   they were addressed to it, a value of a key taking the place of the
+//!   one of that key that still waited (3, 4, 6, 16);
+//! - a value sent to a room reached only streams that were members as it
+//!   was sent, each at most once (all of them, with the rest of what was
+//!   queued, once the clients read); no value a newer one of its key
+//!   replaced was received, and a client received the values of each key
+//!   oldest first (15, 16);
 //! - the counters: frames in and out, disconnects by reason (and as
 //!   announced), packets dropped for unknown ids, moves rejected, streams
 //!   closed with their channel, accepted == streams_open + departed (12).
@@ -130,7 +161,8 @@ use futures::task::LocalSpawnExt;
 use futures::{Sink, Stream, StreamExt};
 use stream_multiplexer::{
     ChannelId, Clock, ControlMessage, DisconnectReason, IdGen, IncomingPacket, IncrementIdGen,
-    MultiplexerBuilder, MultiplexerError, OutgoingMessage, OutgoingPacket, Stats, StreamId,
+    MultiplexerBuilder, MultiplexerError, OutgoingMessage, OutgoingPacket, RoomName, Rooms, Stats,
+    StatsSnapshot, StreamId,
 };
 
 /// Ids from here up are never handed out in a run (the generator counts up
@@ -150,6 +182,11 @@ const POLLS_PER_ROUND: usize = 1_000;
 const PERIOD: Duration = Duration::from_secs(1);
 /// The channel new streams join.
 const LOBBY: ChannelId = 0;
+/// The rooms operations name ("r0" to "r3"): few, so that streams meet.
+pub const ROOMS: u8 = 4;
+/// The keys of latest-by-key messages: few, so that values replace one
+/// another.
+pub const KEYS: u8 = 3;
 
 /// Core bugs the model has found and that are still open, each pinned by a
 /// regression test in `tests/properties.rs` (`findings`). A run can be told
@@ -206,10 +243,49 @@ pub enum Target {
     /// if there is none): slow clients get values, so that backlogs fill
     /// and writes time out.
     Slow(u8),
+    /// The n-th (modulo their number) of the open streams (the n-th client
+    /// if there is none): what a room's members are.
+    Open(u8),
 }
 
-/// One thing that happens to the system. Client and channel numbers are
-/// taken modulo the clients so far and the channels, so any value is valid.
+/// How a message is delivered (`Delivery`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Class {
+    /// `Delivery::Reliable`.
+    #[default]
+    Reliable,
+    /// `Delivery::Volatile`.
+    Volatile,
+    /// `Delivery::Latest`, with the key taken modulo [`KEYS`].
+    Latest(u8),
+}
+
+impl Class {
+    /// The key of a latest-by-key message.
+    fn key(self) -> Option<u8> {
+        match self {
+            Class::Latest(key) => Some(key % KEYS),
+            _ => None,
+        }
+    }
+
+    fn apply(self, message: OutgoingMessage<u32>) -> OutgoingMessage<u32> {
+        match self {
+            Class::Reliable => message,
+            Class::Volatile => message.volatile(),
+            Class::Latest(key) => message.latest(u64::from(key % KEYS)),
+        }
+    }
+}
+
+/// The name of the n-th room, modulo [`ROOMS`].
+fn room_name(room: usize) -> RoomName {
+    format!("r{room}").into()
+}
+
+/// One thing that happens to the system. Client, channel and room numbers
+/// are taken modulo the clients so far, the channels and [`ROOMS`], so any
+/// value is valid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     /// A new client connects.
@@ -242,15 +318,32 @@ pub enum Op {
     /// A channel's consumer goes away: the channel is closed.
     DropConsumer { channel: u8 },
     /// `OutgoingPacket::Message` with `values` fresh values.
-    Message { to: Vec<Target>, values: u8 },
+    Message {
+        to: Vec<Target>,
+        values: u8,
+        class: Class,
+    },
+    /// `OutgoingPacket::Message` to a room (`OutgoingMessage::to_room`),
+    /// leaving out the stream `except` stands for, if any.
+    RoomMessage {
+        room: u8,
+        except: Option<Target>,
+        values: u8,
+        class: Class,
+    },
+    /// `OutgoingPacket::Join`.
+    Join { to: Vec<Target>, room: u8 },
+    /// `OutgoingPacket::Leave`.
+    Leave { to: Vec<Target>, room: u8 },
     /// `OutgoingPacket::ChangeChannel`; the channel is taken modulo the
     /// channels plus two, the last two meaning channels that do not exist.
     ChangeChannel { to: Vec<Target>, channel: u8 },
     /// `OutgoingPacket::Shutdown`.
     Shutdown { to: Vec<Target> },
-    /// Several of the packet operations above (`Message`, `ChangeChannel`,
-    /// `Shutdown`; anything else in it is ignored), queued together so that
-    /// the multiplexer applies them in one go, in order (guarantee 3).
+    /// Several of the packet operations above (`Message`, `RoomMessage`,
+    /// `Join`, `Leave`, `ChangeChannel`, `Shutdown`; anything else in it is
+    /// ignored), queued together so that the multiplexer applies them in
+    /// one go, in order (guarantee 3).
     Burst(Vec<Op>),
     /// `ticks` ticks of the clock, each a step of its own (with no clock,
     /// steps in which nothing happens).
@@ -265,7 +358,12 @@ impl Op {
     fn is_packet(&self) -> bool {
         matches!(
             self,
-            Op::Message { .. } | Op::ChangeChannel { .. } | Op::Shutdown { .. }
+            Op::Message { .. }
+                | Op::RoomMessage { .. }
+                | Op::Join { .. }
+                | Op::Leave { .. }
+                | Op::ChangeChannel { .. }
+                | Op::Shutdown { .. }
         )
     }
 }
@@ -348,7 +446,13 @@ impl Scenario {
     /// Decodes any bytes into a scenario (for the fuzz target): a few
     /// setting bytes, then one tag byte per operation followed by its
     /// arguments. Missing bytes read as zero. Tags from `0xE0` up are ticks,
-    /// so inputs written before the clock existed decode as they did.
+    /// so inputs written before the clock existed decode as they did; four
+    /// of them (`0xF2`, `0xF6`, `0xFA`, `0xFE`) are room packets, as are the
+    /// packets of a burst whose tag is `0xF0` or more. A message's class
+    /// comes from the high bits of its count of values, so that a count
+    /// under 16 is a reliable message, as it was before classes; a target
+    /// byte from `0xC0` to `0xCF` names an open stream. Inputs that use
+    /// none of these decode as they did before rooms.
     pub fn from_bytes(data: &[u8]) -> Self {
         let mut input = Input(data.iter());
         let channels = 1 + usize::from(input.byte() % 3);
@@ -420,6 +524,7 @@ impl Input<'_> {
                     client: self.byte(),
                     values: 1 + self.byte() % 3,
                 },
+                2 if tag >= 0xF0 => self.room_packet(tag / 4),
                 _ => Op::Tick {
                     ticks: 1 + tag / 2 % 4,
                 },
@@ -469,15 +574,19 @@ impl Input<'_> {
     /// A packet operation.
     fn packet(&mut self) -> Op {
         let tag = self.byte();
+        if tag >= 0xF0 {
+            return self.room_packet(tag);
+        }
         self.packet_tagged(10 + tag % 3)
     }
 
     fn packet_tagged(&mut self, tag: u8) -> Op {
         match tag % 14 {
-            10 => Op::Message {
-                to: self.targets(),
-                values: self.byte() % 4,
-            },
+            10 => {
+                let to = self.targets();
+                let (values, class) = self.values_and_class();
+                Op::Message { to, values, class }
+            }
             11 => Op::ChangeChannel {
                 to: self.targets(),
                 channel: self.byte(),
@@ -486,21 +595,62 @@ impl Input<'_> {
         }
     }
 
+    /// `Join`, `Leave` or a message to a room, as `kind` says.
+    fn room_packet(&mut self, kind: u8) -> Op {
+        match kind % 4 {
+            0 => Op::Join {
+                to: self.targets(),
+                room: self.byte(),
+            },
+            1 => Op::Leave {
+                to: self.targets(),
+                room: self.byte(),
+            },
+            _ => {
+                let room = self.byte();
+                let except = (self.byte() % 2 == 1).then(|| self.target());
+                let (values, class) = self.values_and_class();
+                Op::RoomMessage {
+                    room,
+                    except,
+                    values,
+                    class,
+                }
+            }
+        }
+    }
+
+    /// A message's count of values (its low two bits) and class.
+    fn values_and_class(&mut self) -> (u8, Class) {
+        let byte = self.byte();
+        let class = match byte / 4 % 8 {
+            4 | 5 => Class::Volatile,
+            6 | 7 => Class::Latest(byte / 32 % KEYS),
+            _ => Class::Reliable,
+        };
+        (byte % 4, class)
+    }
+
     fn targets(&mut self) -> Vec<Target> {
         let count = 1 + self.byte() % 3;
-        (0..count)
-            .map(|_| match self.byte() {
-                b if b >= 0xE0 => Target::Unknown(b),
-                b if b >= 0xD0 => Target::Slow(b),
-                b => Target::Client(b),
-            })
-            .collect()
+        (0..count).map(|_| self.target()).collect()
+    }
+
+    fn target(&mut self) -> Target {
+        match self.byte() {
+            b if b >= 0xE0 => Target::Unknown(b),
+            b if b >= 0xD0 => Target::Slow(b),
+            b if b >= 0xC0 => Target::Open(b),
+            b => Target::Client(b),
+        }
     }
 }
 
 /// Runs a scenario and checks every invariant, looking past the `allowed`
-/// open findings; `Err` says which invariant broke, at which step.
-pub fn run(scenario: &Scenario, allowed: &[Finding]) -> Result<(), String> {
+/// open findings; `Err` says which invariant broke, at which step. `Ok`
+/// holds the multiplexer's counters at the end (which the model checked),
+/// so that a test can tell what a scenario reached.
+pub fn run(scenario: &Scenario, allowed: &[Finding]) -> Result<StatsSnapshot, String> {
     let mut harness = Harness::new(scenario, allowed)?;
     for (index, op) in scenario.ops.iter().enumerate() {
         let steps = match op {
@@ -517,7 +667,8 @@ pub fn run(scenario: &Scenario, allowed: &[Finding]) -> Result<(), String> {
     harness
         .end(scenario.end)
         .map_err(|e| format!("at the end ({:?}): {e}", scenario.end))?;
-    harness.check()
+    harness.check()?;
+    Ok(harness.stats.snapshot())
 }
 
 // ---------------------------------------------------------------------------
@@ -894,8 +1045,17 @@ struct Client {
     open_moves: usize,
     /// Frames its channels' consumers received.
     delivered: u32,
-    /// Every value queued for it, in order: what its sink must take.
+    /// Every value queued for it, in order: what its sink must take. A
+    /// latest-by-key value that replaced one still waiting took its place.
     expected: Vec<u32>,
+    /// For each value of `expected`, its key if it was queued as the
+    /// latest of one.
+    keys: Vec<Option<u8>>,
+    /// Values queued for it that a newer one of their key replaced before
+    /// its sink took them: it must never receive them.
+    replaced: Vec<u32>,
+    /// The rooms it is in, in the order it joined them.
+    rooms: Vec<usize>,
     /// The tick at which it was admitted or last had a frame read.
     last_read: u64,
     /// The tick at which its writer last made progress (a value handed on,
@@ -911,6 +1071,25 @@ impl Client {
     /// Values queued and not yet taken by its sink.
     fn backlog(&self) -> usize {
         self.expected.len() - self.handed
+    }
+
+    /// Where the value of `key` that waits among the last `backlog` values
+    /// queued is, if one does.
+    fn waiting_with(&self, key: u8, backlog: usize) -> Option<usize> {
+        let from = self.expected.len() - backlog;
+        (from..self.expected.len())
+            .rev()
+            .find(|&at| self.keys[at] == Some(key))
+    }
+
+    /// Queues values, the last of them as the latest of `key` if given.
+    fn queue(&mut self, values: &[u32], key: Option<u8>) {
+        self.expected.extend_from_slice(values);
+        self.keys.resize(self.expected.len(), None);
+        if let (Some(key), Some(last)) = (key, values.len().checked_sub(1)) {
+            let at = self.expected.len() - values.len() + last;
+            self.keys[at] = Some(key);
+        }
     }
 
     /// Values in its sink that it has not read.
@@ -934,6 +1113,9 @@ struct Expect {
     accepted: u64,
     /// Connections turned away for want of a free id.
     turned_away: u64,
+    room_sends: u64,
+    volatile_dropped: u64,
+    conflated: u64,
 }
 
 impl Expect {
@@ -1004,9 +1186,26 @@ struct Sim {
 /// expiries may have evicted one of its recipients).
 #[derive(Debug, Clone)]
 enum Sent {
+    /// With the values the recipients are to get (the last only, for a
+    /// latest-by-key message).
     Message {
         to: Vec<Option<usize>>,
         values: Vec<u32>,
+        class: Class,
+    },
+    RoomMessage {
+        room: usize,
+        except: Option<StreamId>,
+        values: Vec<u32>,
+        class: Class,
+    },
+    Join {
+        to: Vec<Option<usize>>,
+        room: usize,
+    },
+    Leave {
+        to: Vec<Option<usize>>,
+        room: usize,
     },
     Move {
         to: Vec<Option<usize>>,
@@ -1034,6 +1233,9 @@ struct Plan {
     /// Streams that took a message while their backlog was empty (see
     /// [`Finding::WriteLimitRestartsOnQueue`]).
     queued_to_empty: Vec<usize>,
+    /// Streams a volatile message found with no room (guarantee 16: it
+    /// must not disconnect them).
+    volatile_dropped: Vec<usize>,
     /// Streams left open by this step are aborted.
     abort: bool,
     /// Streams left open by this step are shut down.
@@ -1111,6 +1313,13 @@ struct Harness {
     control: Option<mpsc::UnboundedSender<ControlMessage>>,
     ticks: Option<mpsc::UnboundedSender<()>>,
     stats: Stats,
+    rooms: Rooms,
+    /// Each room's members (clients), in the order `Rooms::members` gives
+    /// them: the order they joined, a member that left giving its place to
+    /// the last one.
+    members: Vec<Vec<usize>>,
+    /// For each value sent to a room, the clients it was queued for.
+    room_values: HashMap<u32, Vec<usize>>,
     trace: Rc<Trace>,
     book: Rc<RefCell<IdBook>>,
     consumers: Vec<Consumer>,
@@ -1178,6 +1387,7 @@ impl Harness {
         }
         let multiplexer = builder.id_gen(ids).build(outgoing_rx, sinks);
         let stats = multiplexer.stats();
+        let rooms = multiplexer.rooms();
         let run = multiplexer.run(halves_rx, control_rx);
 
         let pool = LocalPool::new();
@@ -1231,6 +1441,9 @@ impl Harness {
             control: Some(control),
             ticks,
             stats,
+            rooms,
+            members: vec![Vec::new(); usize::from(ROOMS)],
+            room_values: HashMap::new(),
             trace,
             book,
             consumers,
@@ -1273,13 +1486,20 @@ impl Harness {
         let slow: Vec<usize> = (0..self.clients.len())
             .filter(|&i| !self.clients[i].reading && self.clients[i].phase.is_addressable())
             .collect();
+        let open: Vec<usize> = (0..self.clients.len())
+            .filter(|&i| self.clients[i].is_open())
+            .collect();
         match target {
             Target::Unknown(n) => (UNKNOWN_IDS + usize::from(n), None),
             Target::Slow(n) if !slow.is_empty() => {
                 let i = slow[usize::from(n) % slow.len()];
                 (self.clients[i].id.unwrap_or(UNKNOWN_IDS), Some(i))
             }
-            Target::Client(n) | Target::Slow(n) => match self.client(n) {
+            Target::Open(n) if !open.is_empty() => {
+                let i = open[usize::from(n) % open.len()];
+                (self.clients[i].id.unwrap_or(UNKNOWN_IDS), Some(i))
+            }
+            Target::Client(n) | Target::Slow(n) | Target::Open(n) => match self.client(n) {
                 Some(i) => match self.clients[i].id {
                     Some(id) => (id, Some(i)),
                     None => (UNKNOWN_IDS + 256 + i, None),
@@ -1402,11 +1622,52 @@ impl Harness {
                 self.clients[i].phase = Phase::Gone;
             }
         }
+        // The streams the tick's time limits made leave left their rooms
+        // first, in the order the trace shows (each as its reader went).
+        let mut expired: Vec<(usize, usize)> = plan
+            .closes
+            .iter()
+            .filter(|p| p.expiry && p.was_open)
+            .filter_map(|p| facts[p.client].reader_dropped.map(|(at, _)| (at, p.client)))
+            .collect();
+        expired.sort_unstable();
+        for (_, i) in expired {
+            self.leave_rooms(i);
+        }
         for packet in std::mem::take(&mut plan.sent) {
             match packet {
-                Sent::Message { to, values } => {
+                Sent::Message { to, values, class } => {
                     for client in to {
-                        self.expect_message(client, &values, plan);
+                        match client.filter(|&i| self.clients[i].phase.is_addressable()) {
+                            Some(i) => {
+                                self.expect_message(i, &values, class, plan);
+                            }
+                            None => self.expect.dropped_unknown_id += 1,
+                        }
+                    }
+                }
+                Sent::RoomMessage {
+                    room,
+                    except,
+                    values,
+                    class,
+                } => self.expect_room_message(room, except, &values, class, plan),
+                Sent::Join { to, room } => {
+                    for client in to {
+                        // Only an open stream joins (a leaving one has
+                        // left its rooms for good).
+                        match client.filter(|&i| self.clients[i].is_open()) {
+                            Some(i) => self.join_room(room, i),
+                            None => self.expect.dropped_unknown_id += 1,
+                        }
+                    }
+                }
+                Sent::Leave { to, room } => {
+                    for client in to {
+                        match client.filter(|&i| self.clients[i].phase.is_addressable()) {
+                            Some(i) => self.leave_room(room, i),
+                            None => self.expect.dropped_unknown_id += 1,
+                        }
                     }
                 }
                 Sent::Move { to, channel } => {
@@ -1575,24 +1836,70 @@ impl Harness {
                     consumer.dropped_at = self.total_polls.get();
                 }
             }
-            Op::Message { ref to, values } => {
-                let values: Vec<u32> = (0..values)
-                    .map(|_| {
-                        self.next_value += 1;
-                        self.next_value
-                    })
-                    .collect();
+            Op::Message {
+                ref to,
+                values,
+                class,
+            } => {
+                let values = self.fresh_values(values);
                 let (ids, to): (Vec<_>, Vec<_>) = to.iter().map(|&t| self.resolve(t)).unzip();
                 if running {
                     plan.sent.push(Sent::Message {
                         to,
-                        values: values.clone(),
+                        values: delivered(&values, class),
+                        class,
                     });
                 }
-                let message = OutgoingMessage::new(ids, values);
+                let message = class.apply(OutgoingMessage::new(ids, values));
                 let _ = self
                     .outgoing
                     .unbounded_send(OutgoingPacket::Message(message));
+            }
+            Op::RoomMessage {
+                room,
+                except,
+                values,
+                class,
+            } => {
+                let room = usize::from(room % ROOMS);
+                let values = self.fresh_values(values);
+                let except = except.map(|t| self.resolve(t).0);
+                if running {
+                    plan.sent.push(Sent::RoomMessage {
+                        room,
+                        except,
+                        values: delivered(&values, class),
+                        class,
+                    });
+                }
+                let mut message = OutgoingMessage::to_room(room_name(room), values);
+                if let Some(except) = except {
+                    message = message.except(except);
+                }
+                let message = class.apply(message);
+                let _ = self
+                    .outgoing
+                    .unbounded_send(OutgoingPacket::Message(message));
+            }
+            Op::Join { ref to, room } => {
+                let room = usize::from(room % ROOMS);
+                let (ids, to): (Vec<_>, Vec<_>) = to.iter().map(|&t| self.resolve(t)).unzip();
+                if running {
+                    plan.sent.push(Sent::Join { to, room });
+                }
+                let _ = self
+                    .outgoing
+                    .unbounded_send(OutgoingPacket::Join(ids, room_name(room)));
+            }
+            Op::Leave { ref to, room } => {
+                let room = usize::from(room % ROOMS);
+                let (ids, to): (Vec<_>, Vec<_>) = to.iter().map(|&t| self.resolve(t)).unzip();
+                if running {
+                    plan.sent.push(Sent::Leave { to, room });
+                }
+                let _ = self
+                    .outgoing
+                    .unbounded_send(OutgoingPacket::Leave(ids, room_name(room)));
             }
             Op::ChangeChannel { ref to, channel } => {
                 let channel = match usize::from(channel) % (self.channels + 2) {
@@ -1621,6 +1928,16 @@ impl Harness {
             }
             Op::Tick { .. } | Op::TickWith(_) => {}
         }
+    }
+
+    /// `count` values never sent before.
+    fn fresh_values(&mut self, count: u8) -> Vec<u32> {
+        (0..count)
+            .map(|_| {
+                self.next_value += 1;
+                self.next_value
+            })
+            .collect()
     }
 
     fn connect(&mut self) {
@@ -1678,6 +1995,9 @@ impl Harness {
             open_moves: 0,
             delivered: 0,
             expected: Vec::new(),
+            keys: Vec::new(),
+            replaced: Vec::new(),
+            rooms: Vec::new(),
             last_read: 0,
             last_written: 0,
         });
@@ -1697,8 +2017,9 @@ impl Harness {
         if was_open {
             c.left = Some(Left::Announced(reason));
             self.expect.announced(reason);
+            self.leave_rooms(i);
         }
-        c.phase = Phase::Gone;
+        self.clients[i].phase = Phase::Gone;
         plan.closes.push(Planned {
             client: i,
             was_open,
@@ -1708,14 +2029,28 @@ impl Harness {
         });
     }
 
-    /// One recipient of a `Message` (guarantees 4 and 6): a stream that is
-    /// open or leaving takes it, if its backlog has room once its writer
-    /// has handed its sink what the sink takes.
-    fn expect_message(&mut self, client: Option<usize>, values: &[u32], plan: &mut Plan) {
-        let Some(i) = client.filter(|&i| self.clients[i].phase.is_addressable()) else {
-            self.expect.dropped_unknown_id += 1;
-            return;
-        };
+    /// One recipient of a `Message`, open or leaving (guarantees 4, 6 and
+    /// 16). A latest-by-key value takes the place of the one of its key
+    /// that still waits in the backlog, if one does. Otherwise the values
+    /// are queued if the backlog has room once the writer has handed its
+    /// sink what the sink takes; if it has none, a volatile message is
+    /// dropped for it, and any other disconnects it. Returns whether it
+    /// got the values.
+    fn expect_message(&mut self, i: usize, values: &[u32], class: Class, plan: &mut Plan) -> bool {
+        let key = class.key();
+        if let (Some(key), Some(&value)) = (key, values.last())
+            && let Some(at) = self.clients[i].waiting_with(key, plan.sim[i].backlog)
+        {
+            let c = &mut self.clients[i];
+            let old = std::mem::replace(&mut c.expected[at], value);
+            if old != value {
+                // (A message that lists a stream twice replaces its own
+                // value.)
+                c.replaced.push(old);
+            }
+            self.expect.conflated += 1;
+            return true;
+        }
         let count = values.len();
         let Sim { backlog, sink } = plan.sim[i];
         let (mut backlog, mut sink) = (backlog, sink);
@@ -1724,7 +2059,7 @@ impl Harness {
                 if backlog > 0 {
                     // The pump finds the connection dead.
                     self.drop_at_once(i, DisconnectReason::Linkdead, false, plan);
-                    return;
+                    return false;
                 }
             } else {
                 let moved = backlog.min(self.sink_capacity - sink);
@@ -1732,9 +2067,15 @@ impl Harness {
                 sink += moved;
             }
             if backlog + count > self.backlog {
+                if class == Class::Volatile {
+                    self.expect.volatile_dropped += 1;
+                    plan.volatile_dropped.push(i);
+                    plan.sim[i] = Sim { backlog, sink };
+                    return false;
+                }
                 let oversized = count > self.backlog;
                 self.drop_at_once(i, DisconnectReason::BacklogFull, oversized, plan);
-                return;
+                return false;
             }
         }
         if backlog == 0 {
@@ -1744,7 +2085,58 @@ impl Harness {
             backlog: backlog + count,
             sink,
         };
-        self.clients[i].expected.extend_from_slice(values);
+        self.clients[i].queue(values, key);
+        true
+    }
+
+    /// A message to a room (guarantee 15): counted, then sent to the
+    /// members the room has now, in their order, but the one left out.
+    fn expect_room_message(
+        &mut self,
+        room: usize,
+        except: Option<StreamId>,
+        values: &[u32],
+        class: Class,
+        plan: &mut Plan,
+    ) {
+        self.expect.room_sends += 1;
+        for i in self.members[room].clone() {
+            let c = &self.clients[i];
+            // A member that left since is skipped, and not counted: it left
+            // its rooms as it left (none does within one message).
+            if c.id == except || !c.is_open() {
+                continue;
+            }
+            if self.expect_message(i, values, class, plan) {
+                for &value in values {
+                    self.room_values.entry(value).or_default().push(i);
+                }
+            }
+        }
+    }
+
+    /// Puts an open stream in a room, unless it is in it already.
+    fn join_room(&mut self, room: usize, i: usize) {
+        if !self.members[room].contains(&i) {
+            self.members[room].push(i);
+            self.clients[i].rooms.push(room);
+        }
+    }
+
+    /// Takes a stream out of a room: the last member takes its place.
+    fn leave_room(&mut self, room: usize, i: usize) {
+        if let Some(at) = self.members[room].iter().position(|&m| m == i) {
+            self.members[room].swap_remove(at);
+            self.clients[i].rooms.retain(|&r| r != room);
+        }
+    }
+
+    /// A stream's departure was announced (or it closed with its channel,
+    /// or was aborted): it leaves every room.
+    fn leave_rooms(&mut self, i: usize) {
+        for room in std::mem::take(&mut self.clients[i].rooms) {
+            self.leave_room(room, i);
+        }
     }
 
     /// One stream of a `ChangeChannel` (guarantee 2).
@@ -1784,8 +2176,9 @@ impl Harness {
         if was_open {
             c.left = Some(Left::Announced(DisconnectReason::Shutdown));
             self.expect.shutdown += 1;
+            self.leave_rooms(i);
         }
-        c.phase = Phase::Closing;
+        self.clients[i].phase = Phase::Closing;
         plan.closes.push(Planned {
             client: i,
             was_open,
@@ -2229,11 +2622,14 @@ impl Harness {
             }
         }
         let lingers = self.lingers();
+        // Streams that left their open state for a reason of their own, as
+        // they went: each left its rooms then.
+        let mut departed: Vec<(usize, usize)> = Vec::new();
         for i in 0..self.clients.len() {
             let f = &facts[i];
-            if f.reader_dropped.is_none() {
+            let Some((dropped_at, _)) = f.reader_dropped else {
                 continue;
-            }
+            };
             let planned = plan.planned(i).is_some_and(|p| p.was_open);
             let c = &self.clients[i];
             if !planned && c.phase != Phase::Open {
@@ -2284,8 +2680,13 @@ impl Harness {
                 } else if f.together && plan.abort {
                     (Left::Aborted, Phase::Gone)
                 } else {
+                    let volatile = if plan.volatile_dropped.contains(&i) {
+                        "; a volatile message found its backlog full in this step, which must not disconnect it (guarantee 16)"
+                    } else {
+                        ""
+                    };
                     return Err(format!(
-                        "stream {:?} (client {i}) was closed for no reason ({})",
+                        "stream {:?} (client {i}) was closed for no reason ({}){volatile}",
                         c.id,
                         if f.together {
                             "dropped at once"
@@ -2294,6 +2695,7 @@ impl Harness {
                         }
                     ));
                 };
+                departed.push((dropped_at, i));
                 match left {
                     Left::Announced(reason) => self.expect.announced(reason),
                     Left::ClosedWithChannel => self.expect.closed_with_channel += 1,
@@ -2320,6 +2722,10 @@ impl Harness {
                 draining.then(|| start.sent.get(i).copied().unwrap_or(0))
             };
             self.clients[i].must_deliver = must_deliver;
+        }
+        departed.sort_unstable();
+        for (_, i) in departed {
+            self.leave_rooms(i);
         }
         if plan.shutdown && was_running {
             // A graceful shutdown closes the leaving streams too.
@@ -2394,8 +2800,61 @@ impl Harness {
         Ok(())
     }
 
+    /// The `Rooms` handle shows the model's rooms (guarantee 15): while the
+    /// run runs, each room's members in order, its length, each member's
+    /// rooms in the order it joined them, and the counts; once it is over,
+    /// none.
+    fn check_rooms(&self) -> Result<(), String> {
+        let mut occupied = 0;
+        let mut memberships = 0;
+        for (room, members) in self.members.iter().enumerate() {
+            let name = room_name(room);
+            if let Some(&i) = members.iter().find(|&&i| !self.clients[i].is_open()) {
+                return Err(format!(
+                    "the model keeps client {i} ({:?}) in room {name} (a model error)",
+                    self.clients[i].phase
+                ));
+            }
+            let ids: Vec<StreamId> = members.iter().filter_map(|&i| self.clients[i].id).collect();
+            let shown = self.rooms.members(&name);
+            if shown != ids || self.rooms.len(&name) != ids.len() {
+                return Err(format!(
+                    "room {name} has members {shown:?} (len {}), expected {ids:?}: clients {members:?} in the order they joined, a member that left giving its place to the last (guarantee 15)",
+                    self.rooms.len(&name)
+                ));
+            }
+            occupied += usize::from(!ids.is_empty());
+            memberships += ids.len();
+        }
+        for (i, c) in self.clients.iter().enumerate() {
+            let Some(id) = c.id else { continue };
+            let shown = self.rooms.rooms_of(id);
+            let expected: Vec<RoomName> = c.rooms.iter().map(|&r| room_name(r)).collect();
+            if shown != expected {
+                return Err(format!(
+                    "stream {id} (client {i}) is in rooms {shown:?}, expected {expected:?} (guarantee 15)"
+                ));
+            }
+        }
+        let counts = self.rooms.counts();
+        let mut names = self.rooms.names();
+        names.sort();
+        let expected: Vec<RoomName> = (0..self.members.len())
+            .filter(|&r| !self.members[r].is_empty())
+            .map(room_name)
+            .collect();
+        if counts != (occupied, memberships) || names != expected {
+            return Err(format!(
+                "rooms {names:?} with counts {counts:?}, expected {expected:?} and {:?} (guarantee 15)",
+                (occupied, memberships)
+            ));
+        }
+        Ok(())
+    }
+
     /// What must hold after every step.
     fn check_step(&self) -> Result<(), String> {
+        self.check_rooms()?;
         for (i, c) in self.clients.iter().enumerate() {
             if !c.expected.starts_with(&c.received) || c.received.len() > c.handed {
                 return Err(format!(
@@ -2545,7 +3004,7 @@ impl Harness {
 
     /// The counters that must equal the model's at every step and at the
     /// end; returns what disagrees.
-    fn wrong_counters(&self, s: &stream_multiplexer::StatsSnapshot, open: u64) -> Vec<String> {
+    fn wrong_counters(&self, s: &StatsSnapshot, open: u64) -> Vec<String> {
         let e = &self.expect;
         let d = s.disconnects;
         let taken: u64 = self.clients.iter().map(|c| u64::from(c.taken)).sum();
@@ -2582,6 +3041,13 @@ impl Harness {
             s.accepted,
             s.streams_open + s.departed(),
         );
+        expect("room_sends", s.room_sends, e.room_sends);
+        expect("volatile_dropped", s.volatile_dropped, e.volatile_dropped);
+        expect("conflated", s.conflated, e.conflated);
+        let occupied = self.members.iter().filter(|m| !m.is_empty()).count();
+        let memberships: usize = self.members.iter().map(Vec::len).sum();
+        expect("rooms", s.rooms, occupied as u64);
+        expect("room_members", s.room_members, memberships as u64);
         wrong
     }
 
@@ -2606,6 +3072,7 @@ impl Harness {
                         .map(|i| Target::Client(i as u8))
                         .collect(),
                     values: self.sink_capacity.min(self.backlog) as u8,
+                    class: Class::Reliable,
                 };
                 self.step(Step::Op(&everyone))?;
                 self.step(Step::Tick(None))?;
@@ -2615,6 +3082,7 @@ impl Harness {
                         .map(|i| Target::Client(i as u8))
                         .collect(),
                     values: 0,
+                    class: Class::Reliable,
                 };
                 self.step(Step::Op(&odd))?;
                 self.step(Step::Control(ControlMessage::Shutdown))?;
@@ -2661,6 +3129,31 @@ impl Harness {
                     "client {i}'s connection is still held after the run (guarantee 11)"
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Values sent to rooms (guarantee 15): a client received one only if
+    /// it was a member as it was sent, and never twice.
+    fn check_room_values(&self, i: usize, c: &Client) -> Result<(), String> {
+        let mut seen = Vec::new();
+        for &value in &c.received {
+            let Some(audience) = self.room_values.get(&value) else {
+                continue;
+            };
+            if !audience.contains(&i) {
+                return Err(format!(
+                    "client {i} (id {:?}) received {value}, sent to a room it was not a member of (its members then: clients {audience:?}) (guarantee 15)",
+                    c.id
+                ));
+            }
+            if seen.contains(&value) {
+                return Err(format!(
+                    "client {i} (id {:?}) received {value}, sent to a room, twice (guarantee 15)",
+                    c.id
+                ));
+            }
+            seen.push(value);
         }
         Ok(())
     }
@@ -2739,6 +3232,8 @@ impl Harness {
         for (i, c) in self.clients.iter().enumerate() {
             let visits = &visits[i];
             check_values(i, c)?;
+            check_conflation(i, c)?;
+            self.check_room_values(i, c)?;
             let Some(id) = c.id else { continue };
             let touched = c.visits.iter().any(|&k| dropped(k));
             let final_reasons: Vec<DisconnectReason> = visits
@@ -2907,6 +3402,15 @@ impl Harness {
     }
 }
 
+/// The values of a message its recipients are to get: of a latest-by-key
+/// message, only the last (guarantee 16).
+fn delivered(values: &[u32], class: Class) -> Vec<u32> {
+    match class {
+        Class::Latest(_) => values.last().copied().into_iter().collect(),
+        Class::Reliable | Class::Volatile => values.to_vec(),
+    }
+}
+
 /// Counts a frame delivered to a consumer for the client that sent it.
 fn count_delivery(clients: &mut [Client], packet: &IncomingPacket<Frame>) {
     if let IncomingPacket::Message(message) = packet
@@ -2952,6 +3456,32 @@ fn check_values(i: usize, c: &Client) -> Result<(), String> {
             "client {i} (id {:?}) received {:?}, its sink took {handed:?} (guarantee 3)",
             c.id, c.received
         ));
+    }
+    Ok(())
+}
+
+/// Latest-by-key values (guarantee 16): no value that a newer one of its
+/// key replaced while it waited was received, and the values of each key
+/// came oldest first (values are numbered as they are sent).
+fn check_conflation(i: usize, c: &Client) -> Result<(), String> {
+    if let Some(stale) = c.received.iter().find(|v| c.replaced.contains(v)) {
+        return Err(format!(
+            "client {i} (id {:?}) received {stale}, which a newer value of its key replaced while it waited (guarantee 16)",
+            c.id
+        ));
+    }
+    let mut newest: HashMap<u8, u32> = HashMap::new();
+    for (&value, key) in c.received.iter().zip(&c.keys) {
+        let Some(key) = *key else { continue };
+        if let Some(&before) = newest.get(&key)
+            && before >= value
+        {
+            return Err(format!(
+                "client {i} (id {:?}) received {value} of key {key} after {before} (guarantee 16)",
+                c.id
+            ));
+        }
+        newest.insert(key, value);
     }
     Ok(())
 }
