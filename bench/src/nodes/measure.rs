@@ -223,7 +223,7 @@ pub fn measure(setup: Setup, config: &Config, clock: Clock) -> io::Result<Measur
 
     let relays = nodes
         .iter_mut()
-        .map(Node::relay)
+        .map(|node| node.settled_relay(config.stall))
         .collect::<io::Result<Vec<_>>>()?
         .into_iter()
         .flatten()

@@ -58,7 +58,7 @@ usage:
 
 options of `nodes`:
   --clients C                members of the room, split evenly over the nodes (default 1000)
-  --messages M               messages of the flood phase (default 2000)
+  --messages M               messages of the flood phase (default 10000)
   --paced N                  messages of the paced phase (default 500)
   --rate R                   messages/s of the paced phase (default 100)
   --warmup N                 messages before anything is measured (default 100)
@@ -134,7 +134,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             clients: 1000,
-            messages: 2000,
+            messages: 10_000,
             paced: 500,
             rate: 100.0,
             warmup: 100,

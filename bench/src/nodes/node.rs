@@ -232,11 +232,16 @@ fn control(
 }
 
 /// The backplane counters the harness reports (from
-/// [`BackplaneStatsSnapshot`]).
+/// [`BackplaneStatsSnapshot`]); on the control protocol, their values in
+/// this order, separated by spaces.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Relay {
     /// Room messages offered for publishing.
     pub offered: u64,
+    /// Publications waiting in the queue.
+    pub queued: u64,
+    /// Publications written to Redis, not yet confirmed.
+    pub in_flight: u64,
     /// Publications Redis confirmed.
     pub published: u64,
     /// Publications whose confirmation never came.
@@ -254,20 +259,11 @@ pub struct Relay {
 }
 
 impl Relay {
-    const NAMES: [&'static str; 8] = [
-        "offered",
-        "published",
-        "publish_failed",
-        "publish_dropped",
-        "queue_peak",
-        "received",
-        "rejected",
-        "disconnects",
-    ];
-
     fn of(s: &BackplaneStatsSnapshot) -> Self {
         Self {
             offered: s.offered,
+            queued: s.queued,
+            in_flight: s.in_flight,
             published: s.published,
             publish_failed: s.publish_failed,
             publish_dropped: s.publish_dropped,
@@ -278,9 +274,11 @@ impl Relay {
         }
     }
 
-    fn fields(&self) -> [u64; 8] {
-        [
+    fn to_line(self) -> String {
+        let fields = [
             self.offered,
+            self.queued,
+            self.in_flight,
             self.published,
             self.publish_failed,
             self.publish_dropped,
@@ -288,28 +286,19 @@ impl Relay {
             self.received,
             self.rejected,
             self.disconnects,
-        ]
-    }
-
-    fn to_line(self) -> String {
-        Self::NAMES
-            .iter()
-            .zip(self.fields())
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect::<Vec<_>>()
-            .join(" ")
+        ];
+        fields.map(|v| v.to_string()).join(" ")
     }
 
     fn parse(line: &str) -> Option<Self> {
-        let mut values = [0u64; 8];
-        for (word, (name, value)) in line
+        let values = line
             .split_whitespace()
-            .zip(Self::NAMES.iter().zip(&mut values))
-        {
-            *value = word.strip_prefix(name)?.strip_prefix('=')?.parse().ok()?;
-        }
+            .map(|word| word.parse().ok())
+            .collect::<Option<Vec<u64>>>()?;
         let [
             offered,
+            queued,
+            in_flight,
             published,
             publish_failed,
             publish_dropped,
@@ -317,9 +306,11 @@ impl Relay {
             received,
             rejected,
             disconnects,
-        ] = values;
+        ] = <[u64; 10]>::try_from(values).ok()?;
         Some(Self {
             offered,
+            queued,
+            in_flight,
             published,
             publish_failed,
             publish_dropped,
@@ -334,6 +325,11 @@ impl Relay {
     /// other node's members miss each of them.
     pub fn lost(&self) -> u64 {
         self.publish_failed + self.publish_dropped
+    }
+
+    /// Nothing queued and nothing waiting for Redis's confirmation.
+    pub fn settled(&self) -> bool {
+        self.queued + self.in_flight == 0
     }
 }
 
@@ -431,6 +427,20 @@ impl Node {
             .ok_or_else(|| io::Error::other(format!("relay: unexpected reply {line:?}")))
     }
 
+    /// The backplane's counters once nothing is queued or in flight (the
+    /// confirmation of a publication may come after the other node's
+    /// members had it), or as they are after `timeout`.
+    pub fn settled_relay(&mut self, timeout: Duration) -> io::Result<Option<Relay>> {
+        let start = Instant::now();
+        loop {
+            let relay = self.relay()?;
+            if relay.is_none_or(|r| r.settled()) || start.elapsed() > timeout {
+                return Ok(relay);
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// The node's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -460,15 +470,18 @@ mod tests {
     fn the_relay_line_reads_back_as_written() {
         let relay = Relay {
             offered: 1,
-            published: 2,
-            publish_failed: 3,
-            publish_dropped: 4,
-            queue_peak: 5,
-            received: 6,
-            rejected: 7,
-            disconnects: 8,
+            queued: 2,
+            in_flight: 3,
+            published: 4,
+            publish_failed: 5,
+            publish_dropped: 6,
+            queue_peak: 7,
+            received: 8,
+            rejected: 9,
+            disconnects: 10,
         };
         assert_eq!(Relay::parse(&relay.to_line()), Some(relay));
-        assert_eq!(Relay::parse("offered=x"), None);
+        assert_eq!(Relay::parse("1 2 3"), None, "too few");
+        assert_eq!(Relay::parse("1 2 3 4 5 6 7 8 9 x"), None);
     }
 }

@@ -57,15 +57,15 @@ pub fn markdown(config: &Config, results: &[(usize, Measurement)]) -> String {
 
     let _ = writeln!(
         w,
-        "\nPaced ({}/s, {} deliveries/s; latency of a message that does not queue behind others):\n",
+        "\nPaced ({} messages/s, so {} deliveries; latency of a message that does not queue behind others):\n",
         config.rate,
         rate(config.rate * config.clients as f64)
     );
     let _ = writeln!(
         w,
-        "| run | setup | p50 | p99 | p99 of A's · B's members | p99 × one node | node CPU per delivery, all nodes | redis-server CPU: per message · share of a core |"
+        "| run | setup | p50 | p99 | p99 of A's · B's members | p99 × one node | node CPU per delivery: A · B | all nodes | redis-server CPU: per message · share of a core |"
     );
-    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
     for (run, m) in results {
         let p = &m.paced;
         let one = one_of(*run).filter(|_| m.setup == Setup::Two);
@@ -85,7 +85,7 @@ pub fn markdown(config: &Config, results: &[(usize, Measurement)]) -> String {
         });
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             run + 1,
             m.setup,
             dur(p.latency.p50),
@@ -94,6 +94,7 @@ pub fn markdown(config: &Config, results: &[(usize, Measurement)]) -> String {
             one.map_or(String::new(), |o| ratio(
                 secs(p.latency.p99) / secs(o.paced.latency.p99)
             )),
+            per_node(p, &m.members),
             dur(p.node_cpu_per_delivery()),
             redis,
         );
@@ -128,6 +129,8 @@ pub fn markdown(config: &Config, results: &[(usize, Measurement)]) -> String {
         }
     }
 
+    summary(w, results);
+
     let notes: Vec<String> = results
         .iter()
         .flat_map(|(run, m)| {
@@ -141,6 +144,75 @@ pub fn markdown(config: &Config, results: &[(usize, Measurement)]) -> String {
         let _ = writeln!(w, "\nNotes:\n\n{}", notes.join("\n"));
     }
     out
+}
+
+/// Two nodes ÷ one node, each ratio from the two measurements of one run:
+/// the median and the range over the runs.
+fn summary(w: &mut String, results: &[(usize, Measurement)]) {
+    let pairs: Vec<(&Measurement, &Measurement)> = results
+        .iter()
+        .filter(|(_, m)| m.setup == Setup::Two)
+        .filter_map(|(run, two)| {
+            results
+                .iter()
+                .find(|(r, m)| r == run && m.setup == Setup::One)
+                .map(|(_, one)| (one, two))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return;
+    }
+    type Phase = fn(&Measurement) -> &PhaseFigures;
+    type Figure = fn(&PhaseFigures) -> f64;
+    let flood: Phase = |m| &m.flood;
+    let paced: Phase = |m| &m.paced;
+    let figures: [(&str, Phase, Figure); 6] = [
+        ("flood deliveries/s", flood, PhaseFigures::rate),
+        ("flood p99", flood, |f| secs(f.latency.p99)),
+        ("flood node CPU per delivery (all nodes)", flood, |f| {
+            secs(f.node_cpu_per_delivery())
+        }),
+        ("paced p50", paced, |f| secs(f.latency.p50)),
+        ("paced p99", paced, |f| secs(f.latency.p99)),
+        ("paced node CPU per delivery (all nodes)", paced, |f| {
+            secs(f.node_cpu_per_delivery())
+        }),
+    ];
+    let _ = writeln!(
+        w,
+        "\nTwo nodes ÷ one node, each ratio within one run; the median (range) over the runs \
+         in which every delivery of the phase arrived in both setups:\n"
+    );
+    let _ = writeln!(w, "| figure | two ÷ one | runs |");
+    let _ = writeln!(w, "|---|---|---|");
+    for (name, phase, figure) in figures {
+        let complete = |m: &Measurement| phase(m).delivered == phase(m).expected;
+        let mut ratios: Vec<f64> = pairs
+            .iter()
+            .filter(|(one, two)| complete(one) && complete(two))
+            .map(|(one, two)| figure(phase(two)) / figure(phase(one)))
+            .filter(|r| r.is_finite())
+            .collect();
+        if ratios.is_empty() {
+            let _ = writeln!(w, "| {name} | – | 0 of {} |", pairs.len());
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let median = if ratios.len() % 2 == 1 {
+            ratios[ratios.len() / 2]
+        } else {
+            (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0
+        };
+        let _ = writeln!(
+            w,
+            "| {name} | {} ({:.2}–{:.2}) | {} of {} |",
+            ratio(median),
+            ratios[0],
+            ratios[ratios.len() - 1],
+            ratios.len(),
+            pairs.len()
+        );
+    }
 }
 
 /// The phase's rate, and how much of it came if not all did.
