@@ -8,6 +8,8 @@ pub mod control;
 pub mod harness;
 pub mod idle_clients;
 pub mod load;
+#[cfg(feature = "ours")]
+pub mod nodes;
 pub mod proto;
 pub mod report;
 pub mod server;
