@@ -26,6 +26,7 @@ usage:
                              CPU time per tick of a bare async-io interval on a smol
                              executor (needs `--features ours`): the floor under what a
                              clock costs `ours-clock` (defaults: 1 ms, 5 s)
+  bench ws [options]         WebSocket and TLS against tokio-tungstenite (`bench ws --help`)
   bench soak [options]       the soak run (needs `--features ours`, on by default): many
                              clients with churn against one in-process server; RSS sampled;
                              exits non-zero if a check fails
@@ -82,6 +83,8 @@ fn main() -> ExitCode {
         Some("soak") => soak(&args[1..]),
         Some("clients") => clients(&args[1..]),
         Some("tick-floor") => tick_floor(&args[1..]),
+        #[cfg(feature = "ws")]
+        Some("ws") => bench::ws::main(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             ExitCode::from(2)
