@@ -18,6 +18,8 @@ pub mod servers;
 pub mod soak;
 #[cfg(feature = "ours")]
 pub mod tick_floor;
+#[cfg(feature = "ws")]
+pub mod ws;
 
 /// Raises this process's open-file limit as far as it goes (children
 /// inherit it): 10,000 clients need 10,000 descriptors on each side.

@@ -28,6 +28,7 @@ usage:
                              clock costs `ours-clock` (defaults: 1 ms, 5 s)
   bench nodes [options]      a room on one node and across two through Redis (needs
                              `--features ours`; `bench nodes --help` lists its options)
+  bench ws [options]         WebSocket and TLS against tokio-tungstenite (`bench ws --help`)
   bench soak [options]       the soak run (needs `--features ours`, on by default): many
                              clients with churn against one in-process server; RSS sampled;
                              exits non-zero if a check fails
@@ -86,6 +87,8 @@ fn main() -> ExitCode {
         Some("tick-floor") => tick_floor(&args[1..]),
         #[cfg(feature = "ours")]
         Some("nodes") => bench::nodes::main(&args[1..]),
+        #[cfg(feature = "ws")]
+        Some("ws") => bench::ws::main(&args[1..]),
         _ => {
             eprint!("{USAGE}");
             ExitCode::from(2)
