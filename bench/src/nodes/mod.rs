@@ -16,15 +16,15 @@
 //!                           node B ──▶ C/2 members
 //! ```
 //!
-//! Each node is a child process (`bench nodes serve`, see [`node`]): a
+//! Each node is a child process (`bench nodes serve`, see `node.rs`): a
 //! multiplexer on smol, one thread, with the crate's Redis backplane in
 //! the two-node setup; `redis-server` is started by the benchmark on a
-//! free port with persistence off ([`redis`]). The members and the
+//! free port with persistence off (`redis.rs`). The members and the
 //! producer run in the harness process: each payload carries its number
-//! and the time it was written ([`stamp`]), and each member checks that it
-//! gets every message once, in order, and times it ([`members`]).
+//! and the time it was written (`stamp.rs`), and each member checks that it
+//! gets every message once, in order, and times it (`members.rs`).
 //!
-//! A measurement ([`measure`]) has three phases: a warm-up (not
+//! A measurement (`measure.rs`) has three phases: a warm-up (not
 //! reported); a flood (the producer writes M messages as fast as node A
 //! reads them: deliveries/s from the first write to the last delivery);
 //! and a paced phase (messages at a fixed rate far below capacity: the
