@@ -9,6 +9,7 @@ pub mod harness;
 pub mod idle_clients;
 pub mod load;
 pub mod proto;
+pub mod readers;
 pub mod report;
 pub mod server;
 pub mod servers;
