@@ -7,8 +7,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::control::{Class, Updates};
 use crate::idle_clients::IdleClients;
 use crate::load::{self, Work};
+use crate::readers::{self, Readers};
 use crate::server::{Launch, Peer, Server};
 
 /// What to run.
@@ -45,9 +47,35 @@ pub struct Config {
     /// Idle scenario: helper processes that hold the idle clients (0: this
     /// process holds them).
     pub idle_procs: usize,
+    /// `ours` on smol: `SO_SNDBUF` of the accepted sockets (`None`: the
+    /// kernel's autotuning).
+    pub send_buffer: Option<usize>,
     /// Idle scenario: how long the server's CPU time is measured with no
     /// traffic, without and with the idle clients (zero: not measured).
     pub quiet: Duration,
+    /// Ingress: send exactly this many frames per client and count them
+    /// all (as the smoke run does), instead of a timed window: for tools
+    /// that count instructions, whose runs must do the same work.
+    pub frames: Option<u64>,
+    /// `latest`, `reliable`: the producer of keyed updates.
+    pub updates: UpdatesConfig,
+}
+
+/// The `latest` and `reliable` scenarios: a producer of keyed updates and
+/// slow readers.
+#[derive(Clone, Copy, Debug)]
+pub struct UpdatesConfig {
+    /// How long the producer runs.
+    pub duration: Duration,
+    /// Updates per second, all keys together (each goes to every client).
+    pub rate: u32,
+    /// Distinct keys.
+    pub keys: u32,
+    /// Frames per second each client reads, at most, while the producer
+    /// runs.
+    pub reader_rate: u32,
+    /// `SO_RCVBUF` of each reader (`None`: the kernel's default).
+    pub reader_rcvbuf: Option<usize>,
 }
 
 impl Config {
@@ -59,6 +87,7 @@ impl Config {
             sender_buffer: self.sender_buffer,
             clock_period: self.clock_period,
             idle_timeout: self.idle_timeout,
+            send_buffer: self.send_buffer,
         }
     }
 
@@ -88,6 +117,9 @@ pub enum Scenario {
     Idle,
     /// Accept time for C connects with std's listen backlog of 128.
     Storm,
+    /// Keyed updates to slow readers (`latest`: conflated; `reliable`:
+    /// every one queued). `ours` servers only.
+    Updates(Class),
 }
 
 impl Scenario {
@@ -108,6 +140,8 @@ impl Scenario {
             "echo" => Self::Echo,
             "idle" => Self::Idle,
             "storm" => Self::Storm,
+            "latest" => Self::Updates(Class::Latest),
+            "reliable" => Self::Updates(Class::Reliable),
             _ => return Err(format!("unknown scenario {s:?}")),
         })
     }
@@ -158,6 +192,31 @@ pub enum Metric {
     Accept128,
     /// `Overflows` with a listen backlog of 128.
     Overflows128,
+    /// A figure of the keyed-updates scenarios, by delivery class.
+    Updates(Class, UpdateFigure),
+}
+
+/// What the keyed-updates scenarios measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UpdateFigure {
+    /// Server RSS at the end of the producer's run minus at a quarter of
+    /// it (bytes; once the sockets' buffers have filled).
+    RssGrowth,
+    /// Clients the server disconnected (or that failed).
+    Disconnects,
+    /// Median age of the updates read in the second half of the run
+    /// (seconds since the server made them).
+    AgeP50,
+    /// 99th percentile of the same.
+    AgeP99,
+    /// Updates read per client per second while the producer ran.
+    ReadRate,
+    /// Values replaced in a backlog by a newer one of their key (the
+    /// multiplexer's `conflated` counter), per client.
+    Conflated,
+    /// Clients still connected whose last update of some key is not the
+    /// last one produced, after the drain.
+    Stale,
 }
 
 impl Metric {
@@ -178,6 +237,14 @@ impl Metric {
                 | Self::Overflows
                 | Self::Accept128
                 | Self::Overflows128
+                | Self::Updates(
+                    _,
+                    UpdateFigure::RssGrowth
+                        | UpdateFigure::Disconnects
+                        | UpdateFigure::AgeP50
+                        | UpdateFigure::AgeP99
+                        | UpdateFigure::Stale
+                )
         )
     }
 }
@@ -217,6 +284,17 @@ pub struct Results {
     pub failures: Vec<String>,
     /// Footnotes that are not failures.
     pub notes: Vec<String>,
+    /// Samples over time: the server's RSS during each keyed-updates run.
+    pub series: Vec<Series>,
+}
+
+/// Samples of one quantity over one run.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// What was sampled, in which run.
+    pub title: String,
+    /// (seconds since the start, value).
+    pub points: Vec<(f64, f64)>,
 }
 
 /// Runs every scenario of `config` against every peer.
@@ -240,6 +318,11 @@ fn record(results: &mut Results, config: &Config, scenario: Scenario, peer: &Pee
         Scenario::Echo => echo(config, peer, c),
         Scenario::Idle => idle(config, peer, c),
         Scenario::Storm => storm(config, peer, c),
+        Scenario::Updates(_) if !peer.kind.starts_with("ours") => {
+            eprintln!("skipped (keyed updates are `ours` only)");
+            return;
+        }
+        Scenario::Updates(class) => updates(config, peer, c, class, &mut results.series),
     };
     match outcome {
         Ok(cells) => {
@@ -293,10 +376,12 @@ const SMOKE_ROUNDS: u64 = 50;
 
 fn ingress(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let (mut server, socks) = start(config, peer, false, c)?;
-    if config.smoke {
-        let expected = c as u64 * SMOKE_FRAMES;
+    let attached = attach(&server)?;
+    let counted = config.frames.or(config.smoke.then_some(SMOKE_FRAMES));
+    if let Some(frames) = counted {
+        let expected = c as u64 * frames;
         let (t0, cpu0) = (Instant::now(), server.cpu_time()?);
-        let run = load::start(Work::Ingress(Some(SMOKE_FRAMES)), socks, config.gen_threads)?;
+        let run = load::start(Work::Ingress(Some(frames)), socks, config.gen_threads)?;
         let got = server.wait_count(expected, config.timeout)?;
         let secs = t0.elapsed().as_secs_f64();
         // Anything past the target would be a duplicate: look once more.
@@ -312,6 +397,7 @@ fn ingress(config: &Config, peer: &Peer, c: usize) -> Outcome {
                 "consumer saw {got} frames, clients sent {expected}"
             ));
         }
+        detach(server, attached)?;
         return Ok(vec![
             (Metric::Ingress, cell),
             (Metric::IngressCpu, Cell::new(cpu, peak)),
@@ -321,6 +407,7 @@ fn ingress(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let window = window(config, &mut server)?;
     let memory = server.memory()?;
     run.stop()?;
+    detach(server, attached)?;
     let peak = Some(memory.peak);
     Ok(vec![
         (Metric::Ingress, Cell::new(window.rate, peak)),
@@ -418,10 +505,7 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
         ));
     }
     run.stop()?;
-    drop(server);
-    if let Some(mut tool) = attached {
-        tool.wait()?;
-    }
+    detach(server, attached)?;
     let peak = Some(memory.peak);
     let mut cell = Cell::new(got as f64 / secs, peak);
     cell.note = note;
@@ -434,11 +518,11 @@ fn broadcast(config: &Config, peer: &Peer, c: usize) -> Outcome {
 
 /// With `BENCH_ATTACH` set (e.g. `strace -c -f -o /tmp/s.{pid} -p {pid}`),
 /// runs it through `sh -c` with `{pid}` replaced by the server's pid, once
-/// the clients are connected and just before the broadcast (or the echo
-/// load) starts, and gives it a second to attach: a tool then sees the whole
-/// broadcast (or echo run) and nothing else but the harness's queries. Without
-/// the variable, nothing happens. The tool is waited for once the server
-/// has exited.
+/// the clients are connected and just before the ingress, broadcast or
+/// echo load starts, and gives it a second to attach: a tool then sees the
+/// whole run and nothing else but the harness's queries. Without the
+/// variable, nothing happens. The tool is waited for once the server has
+/// exited ([`detach`]).
 fn attach(server: &Server) -> io::Result<Option<std::process::Child>> {
     let Ok(template) = std::env::var("BENCH_ATTACH") else {
         return Ok(None);
@@ -450,6 +534,15 @@ fn attach(server: &Server) -> io::Result<Option<std::process::Child>> {
         .spawn()?;
     thread::sleep(Duration::from_secs(1));
     Ok(Some(child))
+}
+
+/// Stops `server` and waits for the tool [`attach`] started, if any.
+fn detach(server: Server, attached: Option<std::process::Child>) -> io::Result<()> {
+    drop(server);
+    if let Some(mut tool) = attached {
+        tool.wait()?;
+    }
+    Ok(())
 }
 
 fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
@@ -482,10 +575,7 @@ fn echo(config: &Config, peer: &Peer, c: usize) -> Outcome {
     let note = (bad != 0 || lost != 0 || closed != 0).then(|| {
         format!("{bad} wrong echoes, {lost} requests unanswered, {closed} clients closed")
     });
-    drop(server);
-    if let Some(mut tool) = attached {
-        tool.wait()?;
-    }
+    detach(server, attached)?;
     let peak = Some(memory.peak);
     let mut rate = Cell::new((c1 - c0) as f64 / (t1 - t0).as_secs_f64(), peak);
     rate.note = note;
@@ -659,4 +749,147 @@ fn listen_overflows() -> io::Result<u64> {
         return found.ok_or_else(|| io::Error::other("no ListenOverflows in /proc/net/netstat"));
     }
     Err(io::Error::other("no TcpExt in /proc/net/netstat"))
+}
+
+/// How often the server's RSS is sampled during a keyed-updates run.
+const RSS_SAMPLE: Duration = Duration::from_millis(250);
+/// How long the readers may take, once the producer is done, to read what
+/// is still queued for them.
+const DRAIN: Duration = Duration::from_secs(30);
+
+/// Keyed updates from a paced producer on the server to every client, the
+/// clients reading slowly: the server's RSS sampled over the run, the age
+/// of what the readers read, who got disconnected; then the readers drain
+/// and each must end with the last update of every key (unless the server
+/// closed it). Under `latest`, a disconnect or a reader that ends on a
+/// stale value is a failure; under `reliable`, a reader still connected
+/// must have read every update in order.
+fn updates(
+    config: &Config,
+    peer: &Peer,
+    c: usize,
+    class: Class,
+    series: &mut Vec<Series>,
+) -> Outcome {
+    let u = &config.updates;
+    let (mut server, socks) = start(config, peer, false, c)?;
+    if let Some(bytes) = u.reader_rcvbuf {
+        for sock in &socks {
+            socket2::SockRef::from(sock).set_recv_buffer_size(bytes)?;
+        }
+    }
+    let spec = readers::Spec {
+        per_sec: u.reader_rate,
+        keys: u.keys,
+        class,
+    };
+    let readers = Readers::start(socks, spec)?;
+    let shared = readers.shared();
+    let run = Updates {
+        duration: u.duration,
+        rate: u.rate,
+        keys: u.keys,
+        class,
+    };
+    let rss0 = server.memory()?.rss;
+    let t0 = Instant::now();
+    server.updates(&run)?;
+    let mut points = vec![(0.0, rss0 as f64)];
+    let (mut at_quarter, mut frames_half) = (None, None);
+    let produced = loop {
+        thread::sleep(RSS_SAMPLE);
+        let t = t0.elapsed();
+        let rss = server.memory()?.rss;
+        points.push((t.as_secs_f64(), rss as f64));
+        if at_quarter.is_none() && t >= u.duration / 4 {
+            at_quarter = Some(rss);
+        }
+        if frames_half.is_none() && t >= u.duration / 2 {
+            shared.window_open.store(true, Relaxed);
+            frames_half = Some((shared.frames.load(Relaxed), Instant::now()));
+        }
+        let (produced, done) = server.produced()?;
+        if done {
+            break produced;
+        }
+        if t > u.duration + config.timeout {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the producer sent {produced} updates in {t:?}"),
+            ));
+        }
+    };
+    let (frames_end, t_end) = (shared.frames.load(Relaxed), Instant::now());
+    let rss_end = server.memory()?.rss;
+    let at_quarter = at_quarter.unwrap_or(rss0);
+    shared.produced.store(produced, Relaxed);
+    shared.drain.store(true, Relaxed);
+    let until = Instant::now() + DRAIN;
+    while Instant::now() < until {
+        let settled = shared.complete.load(Relaxed) + shared.closed.load(Relaxed);
+        if settled >= c as u64 {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let conflated = server.stat("conflated")?;
+    let memory = server.memory()?;
+    let ages = readers.stop()?;
+    let (closed, bad, complete) = (
+        shared.closed.load(Relaxed),
+        shared.bad.load(Relaxed),
+        shared.complete.load(Relaxed),
+    );
+    let stale = (c as u64).saturating_sub(closed + complete);
+    drop(server);
+
+    let mut problems = Vec::new();
+    if bad > 0 {
+        problems.push(format!("{bad} updates out of order or malformed"));
+    }
+    if stale > 0 {
+        problems.push(format!(
+            "{stale} connected readers did not end on the last update of every key"
+        ));
+    }
+    if class == Class::Latest && closed > 0 {
+        problems.push(format!("{closed} readers disconnected under latest-by-key"));
+    }
+    let read_rate = match frames_half {
+        Some((f0, t_half)) if t_end > t_half => {
+            (frames_end - f0) as f64 / (t_end - t_half).as_secs_f64() / c as f64
+        }
+        _ => 0.0,
+    };
+    let peak = Some(memory.peak);
+    let figure = |f: UpdateFigure, v: f64| (Metric::Updates(class, f), Cell::new(v, peak));
+    let mut growth = figure(UpdateFigure::RssGrowth, rss_end as f64 - at_quarter as f64);
+    if !problems.is_empty() {
+        growth.1.note = Some(problems.join("; "));
+    }
+    series.push(Series {
+        title: format!(
+            "{} C={c} {peer}: {produced} updates over {} keys, readers at {}/s",
+            class.word(),
+            u.keys,
+            u.reader_rate
+        ),
+        points,
+    });
+    let age = |q: f64| {
+        if ages.is_empty() {
+            0.0
+        } else {
+            ages.value_at_quantile(q) as f64 * 1e-9
+        }
+    };
+    Ok(vec![
+        growth,
+        figure(UpdateFigure::Disconnects, closed as f64),
+        figure(UpdateFigure::AgeP50, age(0.50)),
+        figure(UpdateFigure::AgeP99, age(0.99)),
+        figure(UpdateFigure::ReadRate, read_rate),
+        figure(UpdateFigure::Conflated, conflated as f64 / c as f64),
+        figure(UpdateFigure::Stale, stale as f64),
+    ])
 }

@@ -11,6 +11,7 @@ pub mod load;
 #[cfg(feature = "ours")]
 pub mod nodes;
 pub mod proto;
+pub mod readers;
 pub mod report;
 pub mod server;
 pub mod servers;

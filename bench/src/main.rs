@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bench::harness::{self, Config, Metric, Scenario};
+use bench::harness::{self, Config, Metric, Scenario, UpdatesConfig};
 use bench::report;
 use bench::server::Peer;
 use bench::servers::{self, ServerOpts};
@@ -17,7 +17,7 @@ const USAGE: &str = "\
 usage:
   bench all [options]        run the scenarios, print the markdown table, write plots
   bench server --impl KIND [--threads N] [--echo] [--backlog N] [--sender-buffer N]
-               [--clock-ms MS] [--idle-timeout SECS] [--write-timeout SECS]
+               [--clock-ms MS] [--idle-timeout SECS] [--write-timeout SECS] [--sndbuf BYTES]
   bench clients --addr ADDR --count N [--timeout SECS]
                              hold N idle clients of ADDR (each sends one frame), print
                              `READY N`, close them when stdin ends (the idle scenario's
@@ -41,9 +41,22 @@ options of `all`:
   --peers LIST               e.g. mio,tokio/1,tokio/2,v016/1,v016/2,ours/1,ours/2,ours-wait/1
                              (`ours`: backlog policy Disconnect on smol, `ours-wait`: Wait
                              on smol, `ours-tokio`: Disconnect on tokio, `ours-clock`: `ours`
-                             with a clock and time limits; all four need `--features ours`,
-                             on by default)
-  --scenarios LIST           ingress,broadcast,echo,idle
+                             with a clock and time limits, `ours-room`: `ours` broadcasting
+                             to a room every client joins, `ours-mpsc`: `ours` with a
+                             futures mpsc for channel 0, `ours-shards/N`: N multiplexers on
+                             N threads behind one port, a router and one consumer; all need
+                             `--features ours`, on by default)
+  --scenarios LIST           ingress,broadcast,echo,idle,storm (the default), and
+                             latest,reliable: keyed updates to slow readers (`ours` only)
+  --frames N                 ingress: exactly N frames per client, all counted, instead of
+                             a timed window (for instruction counts; see BENCH_WRAP)
+  --update-secs S            latest, reliable: how long the producer runs (default 10)
+  --update-rate N            latest, reliable: updates per second to every client (10000)
+  --keys K                   latest, reliable: distinct keys (default 100)
+  --reader-rate N            latest, reliable: frames per second each client reads (1000)
+  --reader-rcvbuf BYTES      latest, reliable: SO_RCVBUF of each reader (default: the kernel's)
+  --sndbuf BYTES             `ours` on smol: SO_SNDBUF of the accepted sockets (set on the
+                             listener; default: the kernel's autotuning)
   --gen-threads N            load generator threads (default 1)
   --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
   --sender-buffer N          `ours` (policy Disconnect): per-stream outgoing backlog in values
@@ -72,9 +85,11 @@ options of `soak`:
                              (it is not, either, for any run shorter than a minute)
 
 environment:
-  BENCH_ATTACH=CMD           broadcast, echo: run `sh -c CMD` ({pid} = the server's pid) once
-                             the clients are connected, 1 s before the load starts, e.g.
-                             'strace -c -f -o /tmp/strace.{pid} -p {pid}'
+  BENCH_ATTACH=CMD           ingress, broadcast, echo: run `sh -c CMD` ({pid} = the server's
+                             pid) once the clients are connected, 1 s before the load starts,
+                             e.g. 'strace -c -f -o /tmp/strace.{pid} -p {pid}'
+  BENCH_WRAP=CMD             start every server as `CMD <bench> server ...`, e.g.
+                             'valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p'
 ";
 
 fn main() -> ExitCode {
@@ -129,6 +144,7 @@ fn server(args: &[String]) -> ExitCode {
             "--clock-ms" => opts.timing.period = millis(value(args, &mut i)),
             "--idle-timeout" => opts.timing.idle_timeout = secs(value(args, &mut i)),
             "--write-timeout" => opts.timing.write_timeout = secs(value(args, &mut i)),
+            "--sndbuf" => opts.send_buffer = Some(parse(value(args, &mut i))),
             "--echo" => opts.echo = true,
             other => {
                 eprint!("unknown option {other}\n{USAGE}");
@@ -313,7 +329,16 @@ fn all(args: &[String]) -> ExitCode {
         clock_period: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(3600),
         idle_procs: 0,
+        send_buffer: None,
         quiet: Duration::ZERO,
+        frames: None,
+        updates: UpdatesConfig {
+            duration: Duration::from_secs(10),
+            rate: 10_000,
+            keys: 100,
+            reader_rate: 1_000,
+            reader_rcvbuf: None,
+        },
     };
     let mut out_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/results"));
     let mut clients_given = false;
@@ -335,6 +360,13 @@ fn all(args: &[String]) -> ExitCode {
             "--idle-timeout" => config.idle_timeout = secs(value(args, &mut i)),
             "--idle-procs" => config.idle_procs = parse(value(args, &mut i)),
             "--quiet" => config.quiet = secs(value(args, &mut i)),
+            "--frames" => config.frames = Some(parse(value(args, &mut i))),
+            "--update-secs" => config.updates.duration = secs(value(args, &mut i)),
+            "--update-rate" => config.updates.rate = parse(value(args, &mut i)),
+            "--keys" => config.updates.keys = parse::<u32>(value(args, &mut i)).max(1),
+            "--reader-rate" => config.updates.reader_rate = parse(value(args, &mut i)),
+            "--sndbuf" => config.send_buffer = Some(parse(value(args, &mut i))),
+            "--reader-rcvbuf" => config.updates.reader_rcvbuf = Some(parse(value(args, &mut i))),
             "--out" => out_dir = PathBuf::from(value(args, &mut i)),
             "--smoke" => config.smoke = true,
             "--peers" => {
@@ -371,6 +403,15 @@ fn all(args: &[String]) -> ExitCode {
         config.duration = Duration::from_millis(300);
         config.warmup = Duration::from_millis(100);
         config.timeout = Duration::from_secs(30);
+        // Enough updates to fill small socket buffers within the second,
+        // so that `latest` conflates (with `--sndbuf` and `--reader-rcvbuf`).
+        config.updates = UpdatesConfig {
+            duration: Duration::from_secs(1),
+            rate: 20_000,
+            keys: 100,
+            reader_rate: 200,
+            reader_rcvbuf: config.updates.reader_rcvbuf,
+        };
     }
     for p in &config.peers {
         if !servers::kinds().contains(&p.kind.as_str()) {

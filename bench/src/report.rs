@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 
-use crate::harness::{Config, Metric, Results};
+use crate::control::Class;
+use crate::harness::{Config, Metric, Results, UpdateFigure};
 use crate::server::Peer;
 
 /// One table of the report.
@@ -120,6 +121,71 @@ const TABLES: &[Table] = &[
         title: "connect storm with std's listen backlog of 128: listen-queue overflows",
         unit: Unit::Count,
     },
+    Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::RssGrowth),
+        title: "keyed updates, latest by key: server RSS growth from a quarter of the run to its end (flat is the goal)",
+        unit: Unit::Bytes,
+    },
+    Table {
+        metric: Metric::Updates(Class::Reliable, UpdateFigure::RssGrowth),
+        title: "keyed updates, reliable: server RSS growth from a quarter of the run to its end",
+        unit: Unit::Bytes,
+    },
+    Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::Disconnects),
+        title: "keyed updates, latest by key: readers disconnected (target 0)",
+        unit: Unit::Count,
+    },
+    Table {
+        metric: Metric::Updates(Class::Reliable, UpdateFigure::Disconnects),
+        title: "keyed updates, reliable: readers disconnected",
+        unit: Unit::Count,
+    },
+    Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::AgeP50),
+        title: "keyed updates, latest by key: median age of an update when read, second half of the run",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::Updates(Class::Reliable, UpdateFigure::AgeP50),
+        title: "keyed updates, reliable: median age of an update when read, second half of the run",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::AgeP99),
+        title: "keyed updates, latest by key: p99 age of an update when read",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::Updates(Class::Reliable, UpdateFigure::AgeP99),
+        title: "keyed updates, reliable: p99 age of an update when read",
+        unit: Unit::Seconds,
+    },
+    Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::ReadRate),
+        title: "keyed updates, latest by key: updates read per reader per second, second half of the run",
+        unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::Updates(Class::Reliable, UpdateFigure::ReadRate),
+        title: "keyed updates, reliable: updates read per reader per second, second half of the run",
+        unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::Conflated),
+        title: "keyed updates, latest by key: values replaced by a newer one of their key, per reader",
+        unit: Unit::Count,
+    },
+    Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::Stale),
+        title: "keyed updates, latest by key: connected readers not ending on the last update of every key (target 0)",
+        unit: Unit::Count,
+    },
+    Table {
+        metric: Metric::Updates(Class::Reliable, UpdateFigure::Stale),
+        title: "keyed updates, reliable: connected readers not ending on the last update of every key",
+        unit: Unit::Count,
+    },
 ];
 
 fn fmt_value(v: f64, unit: Unit) -> String {
@@ -160,7 +226,9 @@ fn fmt_value(v: f64, unit: Unit) -> String {
 }
 
 fn fmt_bytes(v: f64) -> String {
-    if v >= 1024.0 * 1024.0 {
+    if v < 0.0 {
+        format!("−{}", fmt_bytes(-v))
+    } else if v >= 1024.0 * 1024.0 {
         format!("{:.1} MiB", v / (1024.0 * 1024.0))
     } else if v >= 1024.0 {
         format!("{:.1} KiB", v / 1024.0)
@@ -254,6 +322,19 @@ pub fn markdown(results: &Results, config: &Config) -> String {
                 let _ = write!(out, " {} |", parts.join(" · "));
             }
             out.push('\n');
+        }
+        out.push('\n');
+    }
+    for series in &results.series {
+        let _ = writeln!(out, "### server RSS over time: {}\n", series.title);
+        let _ = writeln!(out, "| s | RSS |\n|---:|---:|");
+        // One row a second is enough to see a slope.
+        let mut next = 0.0;
+        for (i, &(t, v)) in series.points.iter().enumerate() {
+            if t >= next || i + 1 == series.points.len() {
+                let _ = writeln!(out, "| {t:.1} | {} |", fmt_bytes(v));
+                next = t.floor() + 1.0;
+            }
         }
         out.push('\n');
     }

@@ -8,6 +8,8 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::control::Updates;
+
 /// One server configuration under test: a server kind and its thread count.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Peer {
@@ -68,6 +70,8 @@ pub struct Launch {
     pub clock_period: Duration,
     /// `ours-clock`: the idle timeout (other servers ignore it).
     pub idle_timeout: Duration,
+    /// `ours` on smol: `SO_SNDBUF` of accepted sockets (others ignore it).
+    pub send_buffer: Option<usize>,
 }
 
 /// A running server child.
@@ -82,8 +86,21 @@ pub struct Server {
 
 impl Server {
     /// Starts `peer` as `<this exe> server ...` and waits for its port.
+    /// With `BENCH_WRAP` set (e.g. `valgrind --tool=callgrind`), the
+    /// command runs under it: `$BENCH_WRAP <this exe> server ...`, split on
+    /// whitespace.
     pub fn spawn(peer: &Peer, launch: &Launch) -> io::Result<Self> {
-        let mut cmd = Command::new(std::env::current_exe()?);
+        let exe = std::env::current_exe()?;
+        let wrap = std::env::var("BENCH_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(tool) => {
+                let mut cmd = Command::new(tool);
+                cmd.args(words).arg(exe);
+                cmd
+            }
+            None => Command::new(exe),
+        };
         cmd.args(["server", "--impl", &peer.kind])
             .args(["--threads", &peer.threads.to_string()])
             .args(["--backlog", &launch.backlog.to_string()])
@@ -97,6 +114,9 @@ impl Server {
         }
         if let Some(n) = launch.sender_buffer {
             cmd.args(["--sender-buffer", &n.to_string()]);
+        }
+        if let Some(n) = launch.send_buffer {
+            cmd.args(["--sndbuf", &n.to_string()]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -153,6 +173,46 @@ impl Server {
             "ok" => Ok(()),
             other => Err(io::Error::other(format!("broadcast: {other}"))),
         }
+    }
+
+    /// Starts a run of keyed updates (`ours` servers only).
+    pub fn updates(&mut self, updates: &Updates) -> io::Result<()> {
+        let command = format!(
+            "updates {} {} {} {}",
+            updates.duration.as_secs_f64(),
+            updates.rate,
+            updates.keys,
+            updates.class.word()
+        );
+        match self.ask(&command)?.as_str() {
+            "ok" => Ok(()),
+            other => Err(io::Error::other(format!("updates: {other}"))),
+        }
+    }
+
+    /// Keyed updates sent so far, and whether the producer is done.
+    pub fn produced(&mut self) -> io::Result<(u64, bool)> {
+        let reply = self.ask("produced")?;
+        let mut words = reply.split_whitespace();
+        match (
+            words.next().and_then(|w| w.parse().ok()),
+            words.next().and_then(|w| w.parse::<u8>().ok()),
+        ) {
+            (Some(n), Some(done)) => Ok((n, done == 1)),
+            _ => Err(io::Error::other(format!("produced: unexpected {reply:?}"))),
+        }
+    }
+
+    /// The multiplexer's own counter `name` (`conflated`, `backlog_full`,
+    /// `volatile_dropped`; `ours` servers only).
+    pub fn stat(&mut self, name: &str) -> io::Result<u64> {
+        let reply = self.ask("stats")?;
+        reply
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| io::Error::other(format!("stats: no {name} in {reply:?}")))
     }
 
     /// Waits until `what()` reaches `target`; returns the value and the time taken.

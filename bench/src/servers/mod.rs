@@ -35,6 +35,33 @@ pub struct ServerOpts {
     pub timing: Timing,
     /// `ours`: run with a clock and [`timing`](Self::timing)'s limits.
     pub clock: bool,
+    /// `ours`: channel 0's consumer channel.
+    pub consumer: ConsumerChannel,
+    /// `ours`: how a broadcast is addressed.
+    pub send_to: SendTo,
+    /// `ours` on smol: `SO_SNDBUF` set on the listener, which every
+    /// accepted socket inherits (`None`: the kernel's autotuning).
+    pub send_buffer: Option<usize>,
+}
+
+/// The channel between the multiplexer and the channel-0 consumer of an
+/// `ours` server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsumerChannel {
+    /// The crate's `batch::channel`: one lock and one wake-up per batch.
+    Batch,
+    /// A plain `futures::channel::mpsc` (bounded): an allocation and a
+    /// wake-up per packet.
+    Mpsc,
+}
+
+/// How an `ours` server addresses a message to every client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendTo {
+    /// A list of every id connected (copied into each message).
+    Ids,
+    /// A room that every client joins as it connects.
+    Room,
 }
 
 /// The clock of a server with time limits, and the limits.
@@ -80,6 +107,9 @@ impl Default for ServerOpts {
             policy: Policy::Disconnect,
             timing: Timing::default(),
             clock: false,
+            consumer: ConsumerChannel::Batch,
+            send_to: SendTo::Ids,
+            send_buffer: None,
         }
     }
 }
@@ -95,6 +125,9 @@ pub fn kinds() -> &'static [&'static str] {
             "ours-wait",
             "ours-tokio",
             "ours-clock",
+            "ours-room",
+            "ours-mpsc",
+            "ours-shards",
         ]
     } else {
         &["mio", "tokio", "v016"]
@@ -119,6 +152,21 @@ pub fn run(kind: &str, opts: &ServerOpts) -> io::Result<()> {
         #[cfg(feature = "ours")]
         "ours-clock" => ours::on_smol::run(&ServerOpts {
             clock: true,
+            ..opts.clone()
+        }),
+        #[cfg(feature = "ours")]
+        "ours-room" => ours::on_smol::run(&ServerOpts {
+            send_to: SendTo::Room,
+            ..opts.clone()
+        }),
+        #[cfg(feature = "ours")]
+        "ours-mpsc" => ours::on_smol::run(&ServerOpts {
+            consumer: ConsumerChannel::Mpsc,
+            ..opts.clone()
+        }),
+        #[cfg(feature = "ours")]
+        "ours-shards" => ours::shards::run(&ServerOpts {
+            send_to: SendTo::Room,
             ..opts.clone()
         }),
         other => Err(io::Error::new(

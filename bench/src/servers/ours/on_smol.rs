@@ -1,9 +1,10 @@
-//! `ours`, `ours-wait` and `ours-clock` on smol: a listener from
-//! `runtime::smol::bind` (or `async-net`'s own `bind` when the harness asks
-//! for std's backlog of 128), connections from `runtime::smol::incoming`,
-//! everything on one `smol::Executor` driven by `--threads` threads (1: the
-//! main thread alone). With a clock, its ticks come from smol's
-//! `Timer::interval` (`async-io`'s timer, which smol re-exports).
+//! `ours`, `ours-wait`, `ours-clock`, `ours-room` and `ours-mpsc` on smol:
+//! a listener from `runtime::smol::bind` (or `async-net`'s own `bind` when
+//! the harness asks for std's backlog of 128), connections from
+//! `runtime::smol::incoming`, everything on one `smol::Executor` driven by
+//! `--threads` threads (1: the main thread alone). With a clock, its ticks
+//! come from smol's `Timer::interval` (`async-io`'s timer, which smol
+//! re-exports).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,16 +12,32 @@ use std::sync::Arc;
 use std::thread;
 
 use futures::channel::mpsc;
-use futures::future;
-use stream_multiplexer::{Clock, HalvesStream, runtime};
+use futures::{Sink, Stream, future};
+use stream_multiplexer::{Clock, HalvesStream, batch, runtime};
 
-use super::{Parts, broadcast, consume};
-use crate::control::{self, Counters};
+use super::{
+    Incoming, Parts, broadcast, consume, limit_send_buffer, produce, smol_ticks, stats_line,
+};
+use crate::control::{self, Counters, Hooks};
 use crate::proto::HEADER;
-use crate::servers::ServerOpts;
+use crate::servers::{ConsumerChannel, ServerOpts};
 
 /// Serves until the harness says `quit`.
 pub fn run(opts: &ServerOpts) -> io::Result<()> {
+    match opts.consumer {
+        // The crate's batching channel: one lock and one wake-up per batch
+        // of packets instead of an allocation and a wake-up per packet.
+        ConsumerChannel::Batch => serve(opts, batch::channel(opts.channel_capacity)),
+        ConsumerChannel::Mpsc => serve(opts, mpsc::channel(opts.channel_capacity)),
+    }
+}
+
+/// Serves with channel 0 made of `sink` and `stream`.
+fn serve<Ch, Rx>(opts: &ServerOpts, (sink, stream): (Ch, Rx)) -> io::Result<()>
+where
+    Ch: Sink<Incoming> + Unpin + Send + 'static,
+    Rx: Stream<Item = Incoming> + Unpin + Send + 'static,
+{
     // Bound the way a user of the crate would: `async-net`'s own `bind`
     // (std's backlog of 128) when the harness asks for 128, the crate's
     // `runtime::smol::bind` with a backlog of choice otherwise.
@@ -30,30 +47,49 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     } else {
         runtime::smol::bind(address, u32::try_from(opts.backlog).unwrap_or(0))?
     };
+    limit_send_buffer(&listener, opts)?;
     let counters = Counters::new();
     let ex: Arc<smol::Executor<'static>> = Arc::new(smol::Executor::new());
     let clock = opts.clock.then(|| {
         let period = opts.timing.period;
         Clock::new(period, smol::Timer::interval(period))
     });
-    let parts = Parts::new(opts, clock);
+    let parts = Parts::new(opts, sink, clock);
+    let stats = parts.multiplexer.stats();
 
-    {
-        let (ex, ids, outgoing) = (
+    let on_broadcast = {
+        let (ex, audience, outgoing) = (
             Arc::clone(&ex),
-            Arc::clone(&parts.ids),
+            parts.audience.clone(),
             parts.outgoing.clone(),
         );
-        control::serve_port(
-            listener.local_addr()?.port(),
+        move |rounds| {
+            ex.spawn(broadcast(audience.clone(), rounds, outgoing.clone()))
+                .detach();
+        }
+    };
+    let on_updates = {
+        let (ex, audience, outgoing, counters) = (
+            Arc::clone(&ex),
+            parts.audience.clone(),
+            parts.outgoing.clone(),
             Arc::clone(&counters),
-            move |rounds| {
-                let targets = ids.lock().expect("ids lock").clone();
-                ex.spawn(broadcast(targets, rounds, outgoing.clone()))
-                    .detach();
-            },
-        )?;
-    }
+        );
+        move |updates| {
+            let run = produce(
+                audience.clone(),
+                updates,
+                outgoing.clone(),
+                smol_ticks(),
+                Arc::clone(&counters),
+            );
+            ex.spawn(run).detach();
+        }
+    };
+    let hooks = Hooks::broadcast(on_broadcast)
+        .updates(on_updates)
+        .stats(move || stats_line([stats.snapshot()]));
+    control::serve_port(listener.local_addr()?.port(), Arc::clone(&counters), hooks)?;
 
     let halves = HalvesStream::new(runtime::smol::incoming(listener), HEADER);
     // Never sent to: the server runs until the process exits.
@@ -66,9 +102,9 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     })
     .detach();
     ex.spawn(consume(
-        parts.channel0,
+        stream,
         parts.outgoing,
-        parts.ids,
+        parts.audience,
         counters,
         opts.echo,
     ))

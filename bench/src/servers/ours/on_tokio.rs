@@ -9,7 +9,7 @@ use std::io;
 use std::sync::Arc;
 
 use futures::channel::mpsc;
-use stream_multiplexer::{HalvesStream, runtime};
+use stream_multiplexer::{HalvesStream, batch, runtime};
 
 use super::{Parts, broadcast, consume};
 use crate::control::{self, Counters};
@@ -30,17 +30,17 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     };
     let std_listener = control::bind(opts.backlog)?;
     let counters = Counters::new();
-    let parts = Parts::new(opts, None);
+    let (channel0, channel0_rx) = batch::channel(opts.channel_capacity);
+    let parts = Parts::new(opts, channel0, None);
 
     {
-        let (handle, ids, outgoing) = (
+        let (handle, audience, outgoing) = (
             tokio.handle().clone(),
-            Arc::clone(&parts.ids),
+            parts.audience.clone(),
             parts.outgoing.clone(),
         );
         control::serve(&std_listener, Arc::clone(&counters), move |rounds| {
-            let targets = ids.lock().expect("ids lock").clone();
-            handle.spawn(broadcast(targets, rounds, outgoing.clone()));
+            handle.spawn(broadcast(audience.clone(), rounds, outgoing.clone()));
         })?;
     }
 
@@ -48,9 +48,9 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
         let listener = tokio::net::TcpListener::from_std(std_listener)?;
         let halves = HalvesStream::new(runtime::tokio::incoming(listener), HEADER);
         tokio::spawn(consume(
-            parts.channel0,
+            channel0_rx,
             parts.outgoing,
-            parts.ids,
+            parts.audience,
             counters,
             opts.echo,
         ));
