@@ -157,11 +157,11 @@ fn ours(
         control::serve_port(
             listener.local_addr()?.port(),
             Arc::clone(&counters),
-            move |rounds| {
+            control::Hooks::broadcast(move |rounds| {
                 let targets = ids.lock().expect("ids lock").clone();
                 ex.spawn(ours_broadcast(targets, rounds, outgoing.clone()))
                     .detach();
-            },
+            }),
         )?;
     }
 
