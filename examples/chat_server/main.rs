@@ -1,11 +1,16 @@
 //! A chat server on smol: the project's main demo.
 //!
 //! ```text
-//! cargo run --example chat_server                      # listens on 127.0.0.1:7878
-//! cargo run --example chat_server -- --addr 0.0.0.0:7000
-//! CHAT_ADDR=127.0.0.1:0 cargo run --example chat_server  # any free port
+//! cargo run --example chat_server --features websocket,metrics
+//!                                  # nc on 127.0.0.1:7878, browsers on http://127.0.0.1:7879/
+//! cargo run --example chat_server --features websocket,metrics -- --addr 0.0.0.0:7000
+//! CHAT_ADDR=127.0.0.1:0 cargo run --example chat_server ...  # any free ports
 //! nc 127.0.0.1 7878                                    # or telnet, or socat
 //! ```
+//!
+//! Browsers chat on a page served one port up ([`web`]; `--web-addr` or
+//! `CHAT_WEB_ADDR` to move it, `/metrics` beside it), in the same lobby
+//! and rooms as the `nc` users.
 //!
 //! The protocol is newline-delimited UTF-8 text, framed by the crate's
 //! [`RecoveringLinesCodec`](stream_multiplexer::codec::RecoveringLinesCodec)
@@ -38,9 +43,10 @@
 //! but the sender. The server keeps only each user's name and room, and
 //! so how many users each room has ([`chat`]).
 //!
-//! The server prints `listening on ADDR` on stdout once it is bound (the
-//! only line it prints there, so a script can read the port), and logs
-//! connections and bad input on stderr.
+//! The server prints `listening on ADDR` on stdout once it is bound (its
+//! first line there, so a script can read the port), then `web on ADDR`
+//! and `websocket on ADDR` (the same port), and logs connections and bad
+//! input on stderr.
 //!
 //! # Shutting down
 //!
@@ -106,6 +112,8 @@
 //! - [`lobby`] (channel 0), [`chat`] (channel 1), and [`handover`], how a
 //!   stream goes from one to the other with the lines it sent on its way.
 //! - [`nicknames`]: the names taken, shared by both tasks.
+//! - [`web`]: the page, `/metrics`, and browsers as halves beside the
+//!   `nc` users'.
 
 mod chat;
 mod codec;
@@ -114,6 +122,7 @@ mod lobby;
 mod nicknames;
 mod task;
 mod text;
+mod web;
 
 use std::error::Error;
 use std::io;
@@ -136,6 +145,7 @@ use crate::codec::{ChatCodec, Heard, Reply, Text};
 use crate::lobby::Lobby;
 use crate::nicknames::Nicknames;
 use crate::task::{Inputs, serve};
+use crate::web::Site;
 
 /// Where to listen when neither `--addr` nor `CHAT_ADDR` says.
 const DEFAULT_ADDR: &str = "127.0.0.1:7878";
@@ -196,34 +206,73 @@ fn main() -> ExitCode {
 }
 
 fn start() -> Result<(), Box<dyn Error>> {
-    let address = address()?;
-    let listener = bind(address, LISTEN_BACKLOG)?;
+    let addresses = addresses()?;
+    let listener = bind(addresses.chat, LISTEN_BACKLOG)?;
+    // Before the multiplexer is built: its metrics go to the recorder
+    // installed then.
+    let site = Site::open(addresses.web, LISTEN_BACKLOG)?;
     // Before anyone can connect: from here on, SIGINT and SIGTERM are ours.
     let signals = Signals::new([Signal::Int, Signal::Term])?;
-    // The first and only line on stdout: whoever started the server (with
-    // port 0, say) learns the address from it.
+    // The first line on stdout: whoever started the server (with port 0,
+    // say) learns the address from it; then the web side's.
     println!("listening on {}", listener.local_addr()?);
-    smol::block_on(serve_chat(incoming(listener), signals))?;
+    println!("web on {}", site.local_addr()?);
+    println!("websocket on {}", site.local_addr()?);
+    smol::block_on(serve_chat(incoming(listener), site, signals))?;
     eprintln!("chat_server: shut down");
     Ok(())
 }
 
-/// `--addr ADDR` (or `--addr=ADDR`), else `CHAT_ADDR`, else 127.0.0.1:7878.
-fn address() -> Result<SocketAddr, Box<dyn Error>> {
+/// Where to listen.
+struct Addresses {
+    /// For `nc` users.
+    chat: SocketAddr,
+    /// For browsers: the page, its WebSocket, and `/metrics`.
+    web: SocketAddr,
+}
+
+/// `--addr ADDR` (or `--addr=ADDR`), else `CHAT_ADDR`, else 127.0.0.1:7878;
+/// `--web-addr ADDR`, else `CHAT_WEB_ADDR`, else the same host one port up
+/// (any free port beside port 0).
+fn addresses() -> Result<Addresses, Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let mut chosen = std::env::var("CHAT_ADDR").ok();
+    let mut web = std::env::var("CHAT_WEB_ADDR").ok();
     while let Some(arg) = args.next() {
-        match arg.strip_prefix("--addr") {
-            Some("") => chosen = Some(args.next().ok_or("--addr needs an address")?),
-            Some(value) if value.starts_with('=') => chosen = Some(value[1..].to_owned()),
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_owned())),
+            None => (arg.as_str(), None),
+        };
+        let setting = match flag {
+            "--addr" => &mut chosen,
+            "--web-addr" => &mut web,
             _ => {
-                return Err(
-                    format!("unknown argument {arg:?}; usage: chat_server [--addr ADDR]").into(),
-                );
+                return Err(format!(
+                    "unknown argument {arg:?}; usage: chat_server [--addr ADDR] [--web-addr ADDR]"
+                )
+                .into());
             }
-        }
+        };
+        let value = value.or_else(|| args.next());
+        *setting = Some(value.ok_or_else(|| format!("{flag} needs an address"))?);
     }
-    let text = chosen.as_deref().unwrap_or(DEFAULT_ADDR);
+    let chat = parse_address(chosen.as_deref().unwrap_or(DEFAULT_ADDR))?;
+    let web = match web {
+        Some(text) => parse_address(&text)?,
+        None => {
+            let port = match chat.port() {
+                0 => 0,
+                port => port
+                    .checked_add(1)
+                    .ok_or("no port above 65535 for the web side: say --web-addr")?,
+            };
+            SocketAddr::new(chat.ip(), port)
+        }
+    };
+    Ok(Addresses { chat, web })
+}
+
+fn parse_address(text: &str) -> Result<SocketAddr, Box<dyn Error>> {
     Ok(text
         .parse()
         .map_err(|error| format!("bad address {text:?}: {error}"))?)
@@ -231,7 +280,11 @@ fn address() -> Result<SocketAddr, Box<dyn Error>> {
 
 /// Wires the multiplexer to the lobby and rooms tasks and to the signals,
 /// and serves until a signal stops it.
-async fn serve_chat(connections: Incoming, signals: Signals) -> Result<(), Box<dyn Error>> {
+async fn serve_chat(
+    connections: Incoming,
+    site: Site,
+    signals: Signals,
+) -> Result<(), Box<dyn Error>> {
     let (lobby_in, lobby_packets) = mpsc::channel(QUEUE);
     let (rooms_in, rooms_packets) = mpsc::channel(QUEUE);
     let (lobby_out, lobby_replies) = mpsc::channel(QUEUE);
@@ -272,7 +325,8 @@ async fn serve_chat(connections: Incoming, signals: Signals) -> Result<(), Box<d
     smol::spawn(serve(chat, rooms_inputs, rooms_out)).detach();
     smol::spawn(on_signals(signals, [stop_lobby, stop_rooms], control)).detach();
 
-    let halves = HalvesStream::with_codec(connections, ChatCodec::new(MAX_LINE));
+    let nc = HalvesStream::with_codec(connections, ChatCodec::new(MAX_LINE));
+    let halves = web::with_browsers(nc, site.serve());
     multiplexer.run(halves, control_in).await?;
     Ok(())
 }

@@ -89,7 +89,7 @@ fn read_stdout(stdout: impl std::io::Read + Send + 'static) -> std_mpsc::Receive
 /// examples, so the test asks Cargo to build it and finds it beside its own
 /// executable: `target/<profile>/deps/<test>-*` and
 /// `target/<profile>/examples/<name>`.
-fn example_binary(name: &str) -> PathBuf {
+pub fn example_binary(name: &str) -> PathBuf {
     static BUILT: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
     // Held during the build: tests starting the same example wait for it.
     let mut built = BUILT.lock().unwrap_or_else(PoisonError::into_inner);
@@ -101,22 +101,46 @@ fn example_binary(name: &str) -> PathBuf {
 
 /// Asks Cargo to build the example `name`, and gives its path.
 fn build_example(name: &str) -> PathBuf {
-    let mut features = Vec::new();
-    if cfg!(feature = "smol") {
-        features.push("smol");
-    }
-    if cfg!(feature = "tokio") {
-        features.push("tokio");
-    }
-    if cfg!(feature = "async-std") {
-        features.push("async-std");
-    }
+    // Every feature this test was built with, and no other: the library
+    // built for the test is the one the example links.
+    let features: Vec<&str> = [
+        ("smol", cfg!(feature = "smol")),
+        ("tokio", cfg!(feature = "tokio")),
+        ("async-std", cfg!(feature = "async-std")),
+        ("metrics", cfg!(feature = "metrics")),
+        ("tracing", cfg!(feature = "tracing")),
+        ("redis", cfg!(feature = "redis")),
+        ("websocket", cfg!(feature = "websocket")),
+        ("tls", cfg!(feature = "tls")),
+    ]
+    .into_iter()
+    .filter_map(|(feature, on)| on.then_some(feature))
+    .collect();
     let mut cargo = Command::new(env!("CARGO"));
     cargo
         .args(["build", "--quiet", "--example", name])
         .args(["--no-default-features", "--features", &features.join(",")])
         .arg("--manifest-path")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    // Without what Cargo set for this test alone (`CARGO_PKG_NAME`,
+    // `CARGO_MANIFEST_DIR`, ...): build scripts that watch those (ring's)
+    // would otherwise run again, and the crates after them be rebuilt, at
+    // every test run and again at the next `cargo test`.
+    for (variable, _) in std::env::vars_os() {
+        let variable = variable.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| variable.starts_with(prefix))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*variable)
+        {
+            cargo.env_remove(&*variable);
+        }
+    }
     if !cfg!(debug_assertions) {
         cargo.arg("--release");
     }
