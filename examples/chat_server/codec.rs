@@ -24,14 +24,16 @@
 //! member, and still reaches each in its own ending.
 
 use std::io;
-use std::sync::Arc;
 
 use bytes::BytesMut;
 use stream_multiplexer::codec::{Decoder, Encoder, LineError, RecoveringLinesCodec};
+use stream_multiplexer::websocket::Utf8Bytes;
 
 /// A line to send, shared: a line said in a room of a thousand users is
-/// queued a thousand times but stored once.
-pub(crate) type Text = Arc<str>;
+/// queued a thousand times but stored once. UTF-8 bytes, so that a
+/// browser's connection sends the same value as a text message, without a
+/// copy ([`crate::web`]).
+pub(crate) type Text = Utf8Bytes;
 
 /// How a client ends its lines.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,14 +1,19 @@
 //! A chat server on smol: the project's main demo.
 //!
 //! ```text
-//! cargo run --example chat_server                      # listens on 127.0.0.1:7878
-//! cargo run --example chat_server -- --addr 0.0.0.0:7000
-//! CHAT_ADDR=127.0.0.1:0 cargo run --example chat_server  # any free port
+//! cargo run --example chat_server --features websocket,metrics
+//!                                  # nc on 127.0.0.1:7878, browsers on http://127.0.0.1:7879/
+//! cargo run --example chat_server --features websocket,metrics -- --addr 0.0.0.0:7000
+//! CHAT_ADDR=127.0.0.1:0 cargo run --example chat_server ...  # any free ports
 //! nc 127.0.0.1 7878                                    # or telnet, or socat
 //!
 //! # one of several servers sharing their rooms through Redis (see `nodes`)
 //! cargo run --example chat_server --features redis -- --redis redis://127.0.0.1:6379
 //! ```
+//!
+//! Browsers chat on a page served one port up ([`web`]; `--web-addr` or
+//! `CHAT_WEB_ADDR` to move it, `/metrics` beside it), in the same lobby
+//! and rooms as the `nc` users.
 //!
 //! The protocol is newline-delimited UTF-8 text, framed by the crate's
 //! [`RecoveringLinesCodec`](stream_multiplexer::codec::RecoveringLinesCodec)
@@ -41,8 +46,9 @@
 //! but the sender. The server keeps only each user's name and room, and
 //! so how many users each room has ([`chat`]).
 //!
-//! The server prints `listening on ADDR` on stdout once it is bound (the
-//! only line it prints there, so a script can read the port), and logs
+//! The server prints `listening on ADDR` on stdout once it is bound (its
+//! first line there, so a script can read the port), then `web on ADDR`
+//! and `websocket on ADDR` (the page's port, which takes both), and logs
 //! through `tracing` on stderr: connections, names and departures at INFO,
 //! bad input at WARN. `RUST_LOG` chooses what is logged (`info` by
 //! default; `RUST_LOG=debug` with `--features tracing` adds the
@@ -121,6 +127,8 @@
 //!   stream goes from one to the other with the lines it sent on its way.
 //! - [`nicknames`]: the names taken, shared by both tasks.
 //! - [`nodes`]: the rooms shared with other servers through Redis.
+//! - [`web`]: the page, `/metrics`, and browsers as halves beside the
+//!   `nc` users'.
 
 mod chat;
 mod codec;
@@ -130,6 +138,7 @@ mod nicknames;
 mod nodes;
 mod task;
 mod text;
+mod web;
 
 use std::error::Error;
 use std::io::{self, IsTerminal};
@@ -154,11 +163,14 @@ use crate::codec::{ChatCodec, Heard, Reply, Text};
 use crate::lobby::Lobby;
 use crate::nicknames::Nicknames;
 use crate::task::{Inputs, serve};
+use crate::web::Site;
 
 const USAGE: &str = "\
-usage: chat_server [--addr ADDR] [--redis redis://HOST:PORT]
+usage: chat_server [--addr ADDR] [--web-addr ADDR] [--redis redis://HOST:PORT]
 
   --addr ADDR    where to listen (or CHAT_ADDR; default 127.0.0.1:7878)
+  --web-addr ADDR  the web page, its WebSocket and /metrics (or CHAT_WEB_ADDR;
+                 default: the same host, one port up)
   --redis URL    share the rooms with the other chat servers on this Redis
                  (needs --features redis): lines, /me and join/leave notices
                  reach every server; names, /who, /msg and the users-online
@@ -243,12 +255,17 @@ fn start() -> Result<(), Box<dyn Error>> {
         return Ok(());
     };
     let listener = bind(options.address, LISTEN_BACKLOG)?;
+    // Before the multiplexer is built: its metrics go to the recorder
+    // installed then.
+    let site = Site::open(options.web, LISTEN_BACKLOG)?;
     // Before anyone can connect: from here on, SIGINT and SIGTERM are ours.
     let signals = Signals::new([Signal::Int, Signal::Term])?;
-    // The first and only line on stdout: whoever started the server (with
-    // port 0, say) learns the address from it.
+    // The first line on stdout: whoever started the server (with port 0,
+    // say) learns the address from it; then the web side's.
     println!("listening on {}", listener.local_addr()?);
-    smol::block_on(serve_chat(incoming(listener), signals, options.redis))?;
+    println!("web on {}", site.local_addr()?);
+    println!("websocket on {}", site.local_addr()?);
+    smol::block_on(serve_chat(incoming(listener), site, signals, options.redis))?;
     tracing::info!("shut down");
     Ok(())
 }
@@ -256,8 +273,10 @@ fn start() -> Result<(), Box<dyn Error>> {
 /// What the command line and the environment say.
 #[derive(Debug)]
 struct Options {
-    /// Where to listen.
+    /// Where to listen for `nc` users.
     address: SocketAddr,
+    /// Where to listen for browsers: the page, its WebSocket, `/metrics`.
+    web: SocketAddr,
     /// Where Redis is (`host:port`), if the rooms are shared through it.
     redis: Option<String>,
 }
@@ -269,6 +288,7 @@ impl Options {
     fn from_args() -> Result<Option<Self>, Box<dyn Error>> {
         let mut args = std::env::args().skip(1);
         let mut address = std::env::var("CHAT_ADDR").ok();
+        let mut web = std::env::var("CHAT_WEB_ADDR").ok();
         let mut redis = None;
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -283,23 +303,47 @@ impl Options {
             };
             match name {
                 "--addr" => address = Some(value()?),
+                "--web-addr" => web = Some(value()?),
                 "--redis" => redis = Some(nodes::redis_address(&value()?)?),
                 "-h" | "--help" => return Ok(None),
                 _ => return Err(format!("unknown argument {arg:?} (see --help)").into()),
             }
         }
-        let text = address.as_deref().unwrap_or(DEFAULT_ADDR);
-        let address = text
-            .parse()
-            .map_err(|error| format!("bad address {text:?}: {error}"))?;
-        Ok(Some(Self { address, redis }))
+        let address = parse_address(address.as_deref().unwrap_or(DEFAULT_ADDR))?;
+        // By default the web side is on the same host, one port up (any
+        // free port beside port 0).
+        let web = match web {
+            Some(text) => parse_address(&text)?,
+            None => {
+                let port = match address.port() {
+                    0 => 0,
+                    port => port
+                        .checked_add(1)
+                        .ok_or("no port above 65535 for the web side: say --web-addr")?,
+                };
+                SocketAddr::new(address.ip(), port)
+            }
+        };
+        Ok(Some(Self {
+            address,
+            web,
+            redis,
+        }))
     }
 }
 
-/// Wires the multiplexer to the lobby and rooms tasks, to the signals and,
-/// with `redis`, to the other servers; serves until a signal stops it.
+fn parse_address(text: &str) -> Result<SocketAddr, Box<dyn Error>> {
+    Ok(text
+        .parse()
+        .map_err(|error| format!("bad address {text:?}: {error}"))?)
+}
+
+/// Wires the multiplexer to the lobby and rooms tasks, to the browsers, to
+/// the signals and, with `redis`, to the other servers; serves until a
+/// signal stops it.
 async fn serve_chat(
     connections: Incoming,
+    site: Site,
     signals: Signals,
     redis: Option<String>,
 ) -> Result<(), Box<dyn Error>> {
@@ -348,7 +392,8 @@ async fn serve_chat(
     smol::spawn(on_signals(signals, [stop_lobby, stop_rooms], control)).detach();
     let peers = smol::spawn(peers.run(multiplexer.rooms()));
 
-    let halves = HalvesStream::with_codec(connections, ChatCodec::new(MAX_LINE));
+    let nc = HalvesStream::with_codec(connections, ChatCodec::new(MAX_LINE));
+    let halves = web::with_browsers(nc, site.serve());
     multiplexer.run(halves, control_in).await?;
     // What was said to rooms last goes out to the other servers before the
     // process ends.

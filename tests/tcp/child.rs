@@ -122,6 +122,25 @@ fn build_example(name: &str) -> PathBuf {
         .args(["--no-default-features", "--features", &features.join(",")])
         .arg("--manifest-path")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+    // Without what Cargo set for this test alone (`CARGO_PKG_NAME`,
+    // `CARGO_MANIFEST_DIR`, ...): build scripts that watch those (ring's)
+    // would otherwise run again, and the crates after them be rebuilt, at
+    // every test run and again at the next `cargo test`.
+    for (variable, _) in std::env::vars_os() {
+        let variable = variable.to_string_lossy();
+        if [
+            "CARGO_PKG_",
+            "CARGO_BIN_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| variable.starts_with(prefix))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*variable)
+        {
+            cargo.env_remove(&*variable);
+        }
+    }
     if !cfg!(debug_assertions) {
         cargo.arg("--release");
     }
