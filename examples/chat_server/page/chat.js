@@ -72,9 +72,9 @@ function closed(wasOpen, code) {
   }
   me = null;
   setUsers([]);
+  setPrompt();
   if (farewell) {
     setState('disconnected', 'disconnected · press Enter to reconnect');
-    setPrompt();
     return;
   }
   if (wasOpen) {
@@ -253,12 +253,14 @@ function setState(kind, text) {
 }
 
 function setPrompt() {
-  prompt.textContent = me || 'nickname';
-  input.placeholder = me
-    ? `message #${room} · /me ACTION · /msg NAME TEXT · /join ROOM · /who`
-    : farewell
-      ? 'press Enter to reconnect'
-      : 'choose a nickname';
+  prompt.textContent = me || (rejoin && rejoin.nick) || 'nickname';
+  if (me) {
+    input.placeholder = `message #${room} · /me ACTION · /msg NAME TEXT · /join ROOM · /who`;
+  } else if (socket) {
+    input.placeholder = 'choose a nickname';
+  } else {
+    input.placeholder = farewell ? 'press Enter to reconnect' : 'waiting for the server…';
+  }
 }
 
 function setRoom() {
