@@ -8,7 +8,7 @@
 //! nc 127.0.0.1 7878                                    # or telnet, or socat
 //!
 //! # one of several servers sharing their rooms through Redis (see `nodes`)
-//! cargo run --example chat_server --features redis -- --redis redis://127.0.0.1:6379
+//! cargo run --example chat_server --features redis,websocket,metrics -- --redis redis://127.0.0.1:6379
 //! ```
 //!
 //! Browsers chat on a page served one port up ([`web`]; `--web-addr` or
