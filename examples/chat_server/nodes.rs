@@ -4,7 +4,7 @@
 //! ```text
 //! redis-server --port 6379 --save ''
 //! cargo run --example chat_server --features redis,websocket,metrics -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:7878
-//! cargo run --example chat_server --features redis,websocket,metrics -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:7879
+//! cargo run --example chat_server --features redis,websocket,metrics -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:7888
 //! nc 127.0.0.1 7878                                    # and nc 127.0.0.1 7879
 //! ```
 //!
@@ -171,7 +171,7 @@ pub(crate) fn redis_address(url: &str) -> Result<String, String> {
 #[cfg(not(feature = "redis"))]
 pub(crate) fn redis_address(_url: &str) -> Result<String, String> {
     Err("--redis needs a chat_server built with the redis feature: \
-         cargo run --example chat_server --features redis -- --redis redis://HOST:PORT"
+         cargo run --example chat_server --features redis,websocket,metrics -- --redis redis://HOST:PORT"
         .to_owned())
 }
 
