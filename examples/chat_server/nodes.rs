@@ -5,7 +5,7 @@
 //! redis-server --port 6379 --save ''
 //! cargo run --example chat_server --features redis,websocket,metrics -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:7878
 //! cargo run --example chat_server --features redis,websocket,metrics -- --redis redis://127.0.0.1:6379 --addr 127.0.0.1:7888
-//! nc 127.0.0.1 7878                                    # and nc 127.0.0.1 7879
+//! nc 127.0.0.1 7878                                    # and nc 127.0.0.1 7888
 //! ```
 //!
 //! Each server is a *node* of the crate's backplane
