@@ -18,6 +18,7 @@ usage:
   bench all [options]        run the scenarios, print the markdown table, write plots
   bench server --impl KIND [--threads N] [--echo] [--backlog N] [--sender-buffer N]
                [--clock-ms MS] [--idle-timeout SECS] [--write-timeout SECS] [--sndbuf BYTES]
+               [--read-chunk BYTES]
   bench clients --addr ADDR --count N [--timeout SECS]
                              hold N idle clients of ADDR (each sends one frame), print
                              `READY N`, close them when stdin ends (the idle scenario's
@@ -57,6 +58,8 @@ options of `all`:
   --reader-rcvbuf BYTES      latest, reliable: SO_RCVBUF of each reader (default: the kernel's)
   --sndbuf BYTES             `ours` on smol: SO_SNDBUF of the accepted sockets (set on the
                              listener; default: the kernel's autotuning)
+  --read-chunk BYTES         `ours` on smol: the most bytes one read of a connection asks
+                             for (HalvesStream's read_chunk_size; default: the crate's, 8 KiB)
   --gen-threads N            load generator threads (default 1)
   --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
   --sender-buffer N          `ours` (policy Disconnect): per-stream outgoing backlog in values
@@ -145,6 +148,7 @@ fn server(args: &[String]) -> ExitCode {
             "--idle-timeout" => opts.timing.idle_timeout = secs(value(args, &mut i)),
             "--write-timeout" => opts.timing.write_timeout = secs(value(args, &mut i)),
             "--sndbuf" => opts.send_buffer = Some(parse(value(args, &mut i))),
+            "--read-chunk" => opts.read_chunk = Some(parse(value(args, &mut i))),
             "--echo" => opts.echo = true,
             other => {
                 eprint!("unknown option {other}\n{USAGE}");
@@ -330,6 +334,7 @@ fn all(args: &[String]) -> ExitCode {
         idle_timeout: Duration::from_secs(3600),
         idle_procs: 0,
         send_buffer: None,
+        read_chunk: None,
         quiet: Duration::ZERO,
         frames: None,
         updates: UpdatesConfig {
@@ -366,6 +371,7 @@ fn all(args: &[String]) -> ExitCode {
             "--keys" => config.updates.keys = parse::<u32>(value(args, &mut i)).max(1),
             "--reader-rate" => config.updates.reader_rate = parse(value(args, &mut i)),
             "--sndbuf" => config.send_buffer = Some(parse(value(args, &mut i))),
+            "--read-chunk" => config.read_chunk = Some(parse(value(args, &mut i))),
             "--reader-rcvbuf" => config.updates.reader_rcvbuf = Some(parse(value(args, &mut i))),
             "--out" => out_dir = PathBuf::from(value(args, &mut i)),
             "--smoke" => config.smoke = true,

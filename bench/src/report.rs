@@ -172,6 +172,16 @@ const TABLES: &[Table] = &[
         unit: Unit::Rate,
     },
     Table {
+        metric: Metric::Updates(Class::Latest, UpdateFigure::ProducedRate),
+        title: "keyed updates, latest by key: updates the producer sent per second, each to every reader (the rate asked for, unless the server fell behind)",
+        unit: Unit::Rate,
+    },
+    Table {
+        metric: Metric::Updates(Class::Reliable, UpdateFigure::ProducedRate),
+        title: "keyed updates, reliable: updates the producer sent per second, each to every reader",
+        unit: Unit::Rate,
+    },
+    Table {
         metric: Metric::Updates(Class::Latest, UpdateFigure::Conflated),
         title: "keyed updates, latest by key: values replaced by a newer one of their key, per reader",
         unit: Unit::Count,

@@ -72,6 +72,8 @@ pub struct Launch {
     pub idle_timeout: Duration,
     /// `ours` on smol: `SO_SNDBUF` of accepted sockets (others ignore it).
     pub send_buffer: Option<usize>,
+    /// `ours` on smol: the read chunk size (others ignore it).
+    pub read_chunk: Option<usize>,
 }
 
 /// A running server child.
@@ -80,6 +82,9 @@ pub struct Server {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// It runs under `BENCH_WRAP`'s tool (which may take a while to exit:
+    /// a profiler writing its data).
+    wrapped: bool,
     /// Where it listens.
     pub addr: SocketAddr,
 }
@@ -118,6 +123,9 @@ impl Server {
         if let Some(n) = launch.send_buffer {
             cmd.args(["--sndbuf", &n.to_string()]);
         }
+        if let Some(n) = launch.read_chunk {
+            cmd.args(["--read-chunk", &n.to_string()]);
+        }
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -136,6 +144,7 @@ impl Server {
             child,
             stdin,
             stdout,
+            wrapped: !wrap.trim().is_empty(),
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         })
     }
@@ -321,7 +330,8 @@ impl Memory {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
-        let until = Instant::now() + Duration::from_secs(3);
+        let grace = Duration::from_secs(if self.wrapped { 120 } else { 3 });
+        let until = Instant::now() + grace;
         while Instant::now() < until {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;

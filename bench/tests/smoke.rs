@@ -71,7 +71,8 @@ fn the_tick_floor_counts_ticks() {
 }
 
 /// A broadcast to a room, the plain futures mpsc for channel 0, and one
-/// and two shards behind a router each deliver exactly what was sent.
+/// and two shards behind a router each deliver exactly what was sent (with
+/// a read chunk smaller than the default, so that option is exercised too).
 #[cfg(feature = "ours")]
 #[test]
 fn rooms_the_mpsc_channel_and_shards_deliver_exactly_what_was_sent() {
@@ -82,6 +83,8 @@ fn rooms_the_mpsc_channel_and_shards_deliver_exactly_what_was_sent() {
         "ours-room/1,ours-mpsc/1,ours-shards/1,ours-shards/2",
         "--scenarios",
         "ingress,broadcast,echo",
+        "--read-chunk",
+        "1024",
     ]);
     assert_no_problems(&out);
     let table = String::from_utf8_lossy(&out.stdout);

@@ -130,6 +130,7 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
                             &mut again,
                             opts.echo,
                         );
+                        counters.frames.store(frames_in, Relaxed);
                     }
                 }
             }
@@ -146,6 +147,11 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
                     &mut again,
                     opts.echo,
                 );
+                // Published after every connection's turn, not once per
+                // turn of the loop: a turn over many full sockets can
+                // outlast a slice of the harness's window on a loaded
+                // machine, which then saw no progress at all.
+                counters.frames.store(frames_in, Relaxed);
             }
         }
         counters.frames.store(frames_in, Relaxed);

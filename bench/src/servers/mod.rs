@@ -42,6 +42,10 @@ pub struct ServerOpts {
     /// `ours` on smol: `SO_SNDBUF` set on the listener, which every
     /// accepted socket inherits (`None`: the kernel's autotuning).
     pub send_buffer: Option<usize>,
+    /// `ours` on smol: `HalvesStream::builder(..).read_chunk_size(..)`,
+    /// the most bytes one read of a connection asks for (`None`: the
+    /// crate's default).
+    pub read_chunk: Option<usize>,
 }
 
 /// The channel between the multiplexer and the channel-0 consumer of an
@@ -110,6 +114,7 @@ impl Default for ServerOpts {
             consumer: ConsumerChannel::Batch,
             send_to: SendTo::Ids,
             send_buffer: None,
+            read_chunk: None,
         }
     }
 }

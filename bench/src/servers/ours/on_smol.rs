@@ -13,13 +13,12 @@ use std::thread;
 
 use futures::channel::mpsc;
 use futures::{Sink, Stream, future};
-use stream_multiplexer::{Clock, HalvesStream, batch, runtime};
+use stream_multiplexer::{Clock, batch, runtime};
 
 use super::{
-    Incoming, Parts, broadcast, consume, limit_send_buffer, produce, smol_ticks, stats_line,
+    Incoming, Parts, broadcast, consume, halves, limit_send_buffer, produce, smol_ticks, stats_line,
 };
 use crate::control::{self, Counters, Hooks};
-use crate::proto::HEADER;
 use crate::servers::{ConsumerChannel, ServerOpts};
 
 /// Serves until the harness says `quit`.
@@ -91,10 +90,10 @@ where
         .stats(move || stats_line([stats.snapshot()]));
     control::serve_port(listener.local_addr()?.port(), Arc::clone(&counters), hooks)?;
 
-    let halves = HalvesStream::new(runtime::smol::incoming(listener), HEADER);
+    let connections = halves(runtime::smol::incoming(listener), opts);
     // Never sent to: the server runs until the process exits.
     let (_control_tx, control_rx) = mpsc::unbounded();
-    let run = parts.multiplexer.run(halves, control_rx);
+    let run = parts.multiplexer.run(connections, control_rx);
     ex.spawn(async move {
         if let Err(e) = run.await {
             eprintln!("ours server: run: {e}");

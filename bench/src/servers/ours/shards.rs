@@ -19,13 +19,13 @@ use std::thread;
 use futures::channel::mpsc;
 use futures::{future, stream};
 use stream_multiplexer::shard::{Router, ShardIds};
-use stream_multiplexer::{HalvesStream, batch, runtime};
+use stream_multiplexer::{batch, runtime};
 
 use super::{
-    Audience, ROOM, broadcast, builder, consume, limit_send_buffer, produce, smol_ticks, stats_line,
+    Audience, ROOM, broadcast, builder, consume, halves, limit_send_buffer, produce, smol_ticks,
+    stats_line,
 };
 use crate::control::{self, Counters, Hooks};
-use crate::proto::HEADER;
 use crate::servers::ServerOpts;
 
 /// Serves until the harness says `quit`.
@@ -45,12 +45,13 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
             .id_gen(ShardIds::new(shard, shards))
             .build(outgoing, vec![channel0.clone()]);
         stats.push(multiplexer.stats());
+        let connections = halves(runtime::smol::incoming(listener), opts);
         thread::Builder::new()
             .name(format!("shard-{shard}"))
             .spawn(move || {
-                let halves = HalvesStream::new(runtime::smol::incoming(listener), HEADER);
                 // Runs until the process exits.
-                if let Err(e) = smol::block_on(multiplexer.run(halves, stream::pending())) {
+                let run = multiplexer.run(connections, stream::pending());
+                if let Err(e) = smol::block_on(run) {
                     eprintln!("ours-shards: shard {shard}: {e}");
                 }
             })?;
