@@ -151,6 +151,15 @@ impl<W, R, V> Registry<W, R, V> {
         entry.is_addressable().then_some((key, entry))
     }
 
+    /// The key and entry of the stream `id` if it is open (still in its
+    /// channel): the recipients of a room's messages.
+    #[inline]
+    pub(crate) fn open_mut(&mut self, id: StreamId) -> Option<(usize, &mut StreamEntry<W, R, V>)> {
+        let key = *self.keys.get(&id)?;
+        let entry = self.slab.get_mut(key)?;
+        entry.is_open().then_some((key, entry))
+    }
+
     pub(crate) fn get(&self, key: usize) -> Option<&StreamEntry<W, R, V>> {
         self.slab.get(key)
     }

@@ -141,6 +141,19 @@ impl RoomTable {
     pub(crate) fn members(&self, room: &str) -> Option<Arc<Vec<StreamId>>> {
         self.rooms.get(room).map(|r| Arc::clone(&r.members))
     }
+
+    /// The members of `room`, shared, and the place among them of `except`
+    /// if it is one: what a message to the room with `except` left out
+    /// goes to, without comparing every member with it.
+    pub(crate) fn members_and_place(
+        &self,
+        room: &str,
+        except: Option<StreamId>,
+    ) -> Option<(Arc<Vec<StreamId>>, Option<usize>)> {
+        let room = self.rooms.get(room)?;
+        let place = except.and_then(|id| room.positions.get(&id).copied());
+        Some((Arc::clone(&room.members), place))
+    }
 }
 
 /// A cheap, cloneable, thread-safe handle on a multiplexer's rooms: who is
@@ -302,6 +315,22 @@ impl fmt::Debug for Rooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_place_of_the_member_left_out_is_its_index_among_the_members() {
+        let mut table = RoomTable::default();
+        let room: RoomName = "r".into();
+        for id in [5, 6, 7, 8] {
+            assert!(table.join(id, &room));
+        }
+        assert!(table.leave(6, "r"));
+        let (members, place) = table.members_and_place("r", Some(8)).unwrap();
+        assert_eq!(*members, [5, 8, 7]);
+        assert_eq!(place, Some(1));
+        assert_eq!(table.members_and_place("r", Some(6)).unwrap().1, None);
+        assert_eq!(table.members_and_place("r", None).unwrap().1, None);
+        assert!(table.members_and_place("s", Some(5)).is_none());
+    }
 
     #[test]
     fn leaving_keeps_the_others_and_their_places_right() {

@@ -59,6 +59,48 @@ fn a_send_to_a_room_can_leave_the_sender_out() {
     assert_eq!(other.received(), (vec![7], false));
 }
 
+/// A long message is delivered over several polls; the member left out
+/// is left out wherever it stands (first, last, at the start or end of a
+/// poll's share), and only it: everyone else gets every value, in order.
+#[test]
+fn a_send_leaving_one_out_over_several_polls_leaves_out_that_one_only() {
+    // 5,000 values a recipient: a poll's budget covers three recipients.
+    const VALUES: u32 = 5_000;
+    let mut harness = Harness::new(Setup {
+        sender_buffer_size: VALUES as usize,
+        client_buffer: 2 * VALUES as usize,
+        ..Setup::default()
+    });
+    let (mut clients, ids): (Vec<_>, Vec<_>) = (0..12).map(|_| harness.connect_on(0)).unzip();
+    join(&mut harness, &ids, "den");
+    let values: Vec<u32> = (0..VALUES).collect();
+    for left_out in [Some(0), Some(2), Some(3), Some(6), Some(11), None] {
+        let mut message = OutgoingMessage::to_room("den", values.clone());
+        if let Some(place) = left_out {
+            message = message.except(ids[place]);
+        }
+        to_room(&mut harness, message);
+        for (place, client) in clients.iter_mut().enumerate() {
+            let (received, closed) = client.received();
+            assert!(!closed);
+            if left_out == Some(place) {
+                assert!(received.is_empty(), "member {place} was left out");
+            } else {
+                assert_eq!(received, values, "member {place}, {left_out:?} left out");
+            }
+        }
+    }
+    // Leaving out a stream that is not a member leaves out nobody.
+    let (_outsider, outsider_id) = harness.connect_on(0);
+    to_room(
+        &mut harness,
+        OutgoingMessage::to_room("den", [1]).except(outsider_id),
+    );
+    for client in &mut clients {
+        assert_eq!(client.received(), (vec![1], false));
+    }
+}
+
 #[test]
 fn rooms_do_not_care_about_channels_and_survive_moves() {
     let mut harness = Harness::new(Setup::default());

@@ -47,23 +47,25 @@ enum Recipients {
     /// A room's members as they were when the message was taken: members
     /// who join later do not get it, members who leave meanwhile are
     /// skipped once gone.
+    ///
+    /// `skip` is the place among them of the member left out (`except`),
+    /// if any: found once per message from the room's index of places, so
+    /// that the delivery loop does not compare every member with it.
     Room {
         members: Arc<Vec<StreamId>>,
-        except: Option<StreamId>,
+        skip: Option<usize>,
     },
 }
 
-impl Recipients {
-    /// The `index`-th recipient, `Some(None)` for the one left out.
-    #[inline]
-    fn get(&self, index: usize) -> Option<Option<StreamId>> {
-        match self {
-            Recipients::Ids(ids) => ids.get(index).copied().map(Some),
-            Recipients::Room { members, except } => members
-                .get(index)
-                .map(|&id| (Some(id) != *except).then_some(id)),
-        }
-    }
+/// Why [`Outgoing::deliver_each`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// Every recipient has been served.
+    Done,
+    /// The poll's budget ran out.
+    Budget,
+    /// A recipient is full and the policy waits for room.
+    Waiting,
 }
 
 /// Whether packets that come after a graceful shutdown began are taken.
@@ -138,10 +140,12 @@ where
                         Target::Ids(ids) => Recipients::Ids(ids),
                         Target::Room { room, except } => {
                             streams.stats.room_send();
-                            let Some(members) = streams.rooms.read().members(&room) else {
+                            let Some((members, skip)) =
+                                streams.rooms.read().members_and_place(&room, except)
+                            else {
                                 continue;
                             };
-                            Recipients::Room { members, except }
+                            Recipients::Room { members, skip }
                         }
                     };
                     let mut values = message.values;
@@ -202,7 +206,6 @@ where
     /// until done, out of budget, or (under [`BacklogPolicy::Wait`]) at a
     /// recipient with no room; in the last two cases it is kept in
     /// `self.unfinished`.
-    /// A recipient short of room goes through [`Self::deliver_to_full`].
     fn deliver<P: Parts<Value = V>>(
         &mut self,
         mut message: Unfinished<V>,
@@ -210,68 +213,105 @@ where
         writers: &mut WriteQueue,
         budget: &mut usize,
     ) {
+        let stop = self.deliver_each(&mut message, streams, writers, budget);
+        if stop != Stop::Done {
+            self.unfinished = Some(message);
+        }
+    }
+
+    /// The loop of [`Self::deliver`], over the recipients as plain ids:
+    /// what tells a room from an id list, and whether one member is left
+    /// out, is looked at once per message, not unpacked per recipient.
+    /// A recipient short of room goes through [`Self::deliver_to_full`].
+    fn deliver_each<P: Parts<Value = V>>(
+        &self,
+        message: &mut Unfinished<V>,
+        streams: &mut Streams<P>,
+        writers: &mut WriteQueue,
+        budget: &mut usize,
+    ) -> Stop {
+        let Unfinished {
+            recipients,
+            values,
+            delivery,
+            next,
+        } = message;
+        let (ids, to_room, skip): (&[StreamId], bool, Option<usize>) = match recipients {
+            Recipients::Ids(ids) => (ids, false, None),
+            Recipients::Room { members, skip } => (members, true, *skip),
+        };
+        let (values, delivery, start) = (&values[..], *delivery, *next);
         let capacity = self.sender_buffer_size;
-        let count = message.values.len().max(1);
+        let count = values.len().max(1);
         let (now, timed) = (streams.now(), streams.is_timed());
-        let latest = match message.delivery {
+        let latest = match delivery {
             Delivery::Latest(latest) => Some(latest),
             _ => None,
         };
-        while let Some(recipient) = message.recipients.get(message.next) {
-            if *budget < count && *budget < DELIVERIES_PER_POLL {
-                self.unfinished = Some(message);
-                *budget = 0;
-                return;
-            }
-            let Some(id) = recipient else {
-                message.next += 1;
-                continue;
-            };
-            let to_room = matches!(message.recipients, Recipients::Room { .. });
-            let Some((key, entry)) = streams
-                .registry
-                .addressable_mut(id)
-                .filter(|(_, entry)| !to_room || entry.is_open())
-            else {
-                if !to_room {
-                    // Gone (or never there): dropped and counted.
-                    streams.stats.dropped_unknown_id();
+        let mut left = *budget;
+        // The recipients are the ids before the one left out and those
+        // after it: two runs over plain ids, with nothing to compare per id.
+        let end = ids.len();
+        let runs = match skip {
+            Some(skip) if start <= skip && skip < end => [start..skip, skip + 1..end],
+            _ => [start..end, end..end],
+        };
+        for run in runs {
+            let from = run.start;
+            for (offset, &id) in ids.get(run).unwrap_or_default().iter().enumerate() {
+                if left < count && left < DELIVERIES_PER_POLL {
+                    *next = from + offset;
+                    *budget = 0;
+                    return Stop::Budget;
                 }
-                // A member that departed after the message took the room's
-                // members left the room then: it is not owed the message.
-                message.next += 1;
-                continue;
-            };
-            let queued = if let Some(latest) = latest
-                && let Some(value) = message.values.last()
-                && entry.writer.replace_latest(latest, value)
-            {
-                streams.stats.conflated();
-                Queued::Replaced
-            } else if entry.writer.backlog_len() + message.values.len() <= capacity {
-                let was_busy = entry.writer.is_busy();
-                if entry.writer.enqueue(&message.values, latest) {
-                    writers.schedule(key);
-                }
-                if !was_busy {
-                    // Its write time limit starts now; a busy writer's
-                    // runs from its last progress, whatever is added.
-                    entry.last_written = now;
-                    if timed {
-                        streams.schedule(key);
+                let recipient = if to_room {
+                    // A member that departed after the message took the room's
+                    // members left the room then: it is not owed the message.
+                    streams.registry.open_mut(id)
+                } else {
+                    streams.registry.addressable_mut(id)
+                };
+                let Some((key, entry)) = recipient else {
+                    if !to_room {
+                        // Gone (or never there): dropped and counted.
+                        streams.stats.dropped_unknown_id();
                     }
+                    continue;
+                };
+                let queued = if let Some(latest) = latest
+                    && let Some(value) = values.last()
+                    && entry.writer.replace_latest(latest, value)
+                {
+                    streams.stats.conflated();
+                    Queued::Replaced
+                } else if entry.writer.backlog_len() + values.len() <= capacity {
+                    let was_busy = entry.writer.is_busy();
+                    if entry.writer.enqueue(values, latest) {
+                        writers.schedule(key);
+                    }
+                    if !was_busy {
+                        // Its write time limit starts now; a busy writer's
+                        // runs from its last progress, whatever is added.
+                        entry.last_written = now;
+                        if timed {
+                            streams.schedule(key);
+                        }
+                    }
+                    Queued::Added
+                } else {
+                    self.deliver_to_full(values, delivery, key, latest, streams, writers)
+                };
+                if queued == Queued::Waiting {
+                    *next = from + offset;
+                    *budget = left;
+                    return Stop::Waiting;
                 }
-                Queued::Added
-            } else {
-                self.deliver_to_full(&message, key, latest, streams, writers)
-            };
-            if queued == Queued::Waiting {
-                self.unfinished = Some(message);
-                return;
+                left = left.saturating_sub(count);
             }
-            *budget = budget.saturating_sub(count);
-            message.next += 1;
         }
+        *next = ids.len();
+        *budget = left;
+        Stop::Done
     }
 
     /// Delivers a message to a recipient whose backlog has no room for it:
@@ -282,13 +322,14 @@ where
     /// recipient slow, and its delivery class, then the policy, decide.
     fn deliver_to_full<P: Parts<Value = V>>(
         &self,
-        message: &Unfinished<V>,
+        values: &[V],
+        delivery: Delivery,
         key: usize,
         latest: Option<u64>,
         streams: &mut Streams<P>,
         writers: &mut WriteQueue,
     ) -> Queued {
-        let (capacity, needed) = (self.sender_buffer_size, message.values.len());
+        let (capacity, needed) = (self.sender_buffer_size, values.len());
         let has_room = |streams: &Streams<P>| {
             streams
                 .registry
@@ -304,7 +345,7 @@ where
         };
         if entry.writer.backlog_len() + needed <= capacity {
             let was_busy = entry.writer.is_busy();
-            if entry.writer.enqueue(&message.values, latest) {
+            if entry.writer.enqueue(values, latest) {
                 writers.schedule(key);
             }
             if !was_busy {
@@ -313,7 +354,7 @@ where
             }
             return Queued::Added;
         }
-        if message.delivery == Delivery::Volatile {
+        if delivery == Delivery::Volatile {
             streams.stats.volatile_dropped();
             return Queued::Dropped;
         }
