@@ -1,7 +1,8 @@
 //! One stream's write side: its sink, the bounded backlog of values its
 //! socket has not taken yet, and whether it still has to flush or close.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::task::Poll;
 
@@ -17,10 +18,14 @@ pub(crate) struct Writer<W, V> {
     /// Values ever taken from the front of the backlog: the backlog's
     /// front is value number `taken`.
     taken: u64,
-    /// Values queued as the latest of a key, by key and value number; an
-    /// entry whose value was taken since is stale and skipped. Empty for
-    /// writers that never got a keyed value, so plain values pay nothing.
-    keyed: Vec<(u64, u64)>,
+    /// The value number of the value queued last under each key: a keyed
+    /// value finds the one it replaces in one look-up, however many keys
+    /// wait. An entry whose value was taken since is stale: treated as
+    /// absent, overwritten by the key's next value, and dropped in bulk
+    /// (see [`Writer::remember_latest`]) so that the map stays within twice
+    /// the backlog. `None` for writers that never got a keyed value (one
+    /// word in every writer), so plain values pay nothing.
+    keyed: Option<Box<KeyMap>>,
     wakeup: Wakeup,
     unflushed: bool,
     closing: bool,
@@ -92,13 +97,40 @@ const IDLE_BACKLOG_CAPACITY: usize = 4;
 /// reallocate on every turn.
 const SHRINK_BACKLOG_ABOVE: usize = 32;
 
+/// Value numbers by key: see [`Writer::keyed`].
+type KeyMap = HashMap<u64, u64, BuildHasherDefault<KeyHasher>>;
+
+/// Hashes the application's keys of latest-by-key values: one multiply,
+/// folded so that keys differing only in their high bits (shifted or
+/// packed keys) still land in different buckets.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64((self.0 << 8) | u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, key: u64) {
+        let product = u128::from(key ^ self.0).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Truncations on purpose: the two halves of the product, folded.
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
 impl<W, V> Writer<W, V> {
     pub(crate) fn new(sink: W, wakeup: Wakeup) -> Self {
         Self {
             sink,
             backlog: VecDeque::new(),
             taken: 0,
-            keyed: Vec::new(),
+            keyed: None,
             wakeup,
             unflushed: false,
             closing: false,
@@ -143,35 +175,45 @@ impl<W, V> Writer<W, V> {
     }
 
     /// Notes that the value just queued last is the latest of `key`.
+    ///
+    /// Not inlined, nor is [`Self::replace_latest`]: the map's code would
+    /// crowd the delivery loop that plain values run through.
+    #[inline(never)]
     fn remember_latest(&mut self, key: u64) {
         let taken = self.taken;
-        if self.keyed.len() > 2 * self.backlog.len() + 8 {
-            // Forget the values written since: the list stays within twice
-            // the backlog.
-            self.keyed.retain(|&(_, number)| number >= taken);
+        let keyed = self.keyed.get_or_insert_default();
+        if keyed.len() > 2 * self.backlog.len() + 8 {
+            // Forget the values written since: at most one entry per value
+            // waiting is left, so the next sweep is at least as many new
+            // keys away, and the sweeps cost O(1) per keyed value.
+            keyed.retain(|_, number| *number >= taken);
+            if keyed.capacity() > 4 * keyed.len() + SHRINK_BACKLOG_ABOVE {
+                // A sweep visits every slot: a map grown in a burst must not
+                // make each later sweep pay for the burst.
+                keyed.shrink_to(2 * keyed.len());
+            }
         }
         let number = taken + self.backlog.len() as u64 - 1;
-        self.keyed.push((key, number));
+        keyed.insert(key, number);
     }
 
     /// Replaces the value queued under `key`, not yet written, with
-    /// `value`, in its place. Returns whether there was one. Scans the keyed
-    /// values only: O(keys waiting), nothing for a writer that never got
-    /// one.
+    /// `value`, in its place. Returns whether there was one. One look-up,
+    /// whatever the number of keys waiting.
+    #[inline(never)]
     pub(crate) fn replace_latest(&mut self, key: u64, value: &V) -> bool
     where
         V: Clone,
     {
-        let taken = self.taken;
-        let waiting = self
-            .keyed
-            .iter()
-            .rev()
-            .find(|&&(k, number)| k == key && number >= taken);
-        let Some(slot) = waiting.and_then(|&(_, number)| {
-            let index = usize::try_from(number - taken).ok()?;
-            self.backlog.get_mut(index)
-        }) else {
+        let Some(&number) = self.keyed.as_ref().and_then(|keyed| keyed.get(&key)) else {
+            return false;
+        };
+        // Below `taken`: that value was written already.
+        let Some(slot) = number
+            .checked_sub(self.taken)
+            .and_then(|index| usize::try_from(index).ok())
+            .and_then(|index| self.backlog.get_mut(index))
+        else {
             return false;
         };
         *slot = value.clone();
@@ -236,6 +278,16 @@ impl<W, V> Writer<W, V> {
                 }
                 Poll::Ready(Err(_)) => return WriteOutcome::Failed,
                 Poll::Pending => return WriteOutcome::Blocked,
+            }
+        }
+        if let Some(keyed) = &mut self.keyed {
+            // Everything queued has been written out: no value waits under
+            // a key. The slots are kept for the next values unless a burst
+            // grew them, as the backlog's are.
+            if keyed.capacity() > SHRINK_BACKLOG_ABOVE {
+                self.keyed = None;
+            } else {
+                keyed.clear();
             }
         }
         if self.backlog.capacity() > SHRINK_BACKLOG_ABOVE {
@@ -325,5 +377,51 @@ mod tests {
         let _ = writer.enqueue(&[4], Some(7));
         assert!(writer.replace_latest(7, &13));
         assert_eq!(writer.backlog.iter().copied().collect::<Vec<_>>(), [13]);
+    }
+
+    /// The map of keys holds at most twice the backlog (plus a few), and
+    /// never a key whose value was written: however many keys come and go
+    /// while the backlog stays short, and it is given back once idle.
+    #[test]
+    fn the_keys_remembered_stay_within_twice_the_backlog() {
+        let mut writer = writer();
+        for key in 0..10_000u64 {
+            let _ = writer.enqueue(&[key as u32], Some(key));
+            let keyed = writer.keyed.as_ref().unwrap();
+            assert!(
+                keyed.len() <= 2 * writer.backlog.len() + 9,
+                "{} keys for {} values waiting",
+                keyed.len(),
+                writer.backlog.len()
+            );
+            assert!(keyed.capacity() <= 4 * keyed.len() + 2 * SHRINK_BACKLOG_ABOVE);
+            if key % 3 != 0 {
+                // Values leave, the flush waits: stale keys pile up, unless
+                // swept.
+                let _ = writer.pump(Flush::Later);
+            }
+        }
+        // A key whose value was written is not replaced, even while its
+        // entry is still in the map.
+        let _ = writer.enqueue(&[1], Some(20_000));
+        let _ = writer.pump(Flush::Later);
+        assert!(!writer.replace_latest(20_000, &2));
+        let _ = writer.pump(Flush::Now);
+        assert!(
+            writer
+                .keyed
+                .as_ref()
+                .is_none_or(|keyed| keyed.is_empty() && keyed.capacity() <= SHRINK_BACKLOG_ABOVE)
+        );
+    }
+
+    /// Keys far apart only in their high bits still hash apart.
+    #[test]
+    fn keys_differing_in_high_bits_hash_apart() {
+        use std::hash::BuildHasher;
+        let hasher = BuildHasherDefault::<KeyHasher>::default();
+        let buckets: std::collections::HashSet<u64> =
+            (0..64u64).map(|k| hasher.hash_one(k << 40) & 63).collect();
+        assert!(buckets.len() > 32, "{} buckets of 64", buckets.len());
     }
 }
