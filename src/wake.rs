@@ -137,6 +137,14 @@ impl Wakeup {
         self.waker.wake_by_ref();
     }
 
+    /// The context to poll with outside the writer's own turn (a value
+    /// handed to an idle writer's sink as it is queued): the queued flag is
+    /// left as it is, so a writer already queued for a turn is not queued
+    /// twice, and one that is not is queued by a wake.
+    pub(crate) fn context(&self) -> Context<'_> {
+        Context::from_waker(&self.waker)
+    }
+
     /// Clears the queued flag and returns the context to poll with: a wake
     /// that arrives during or after this poll queues the key again.
     pub(crate) fn begin_poll(&self) -> Context<'_> {

@@ -29,6 +29,8 @@ pub(crate) struct Writer<W, V> {
     wakeup: Wakeup,
     unflushed: bool,
     closing: bool,
+    /// The sink failed in [`Writer::hand_over`]: the next pump reports it.
+    failed: bool,
 }
 
 /// Whether a pump flushes the sink after handing it the backlog.
@@ -134,6 +136,7 @@ impl<W, V> Writer<W, V> {
             wakeup,
             unflushed: false,
             closing: false,
+            failed: false,
         }
     }
 
@@ -220,6 +223,46 @@ impl<W, V> Writer<W, V> {
         true
     }
 
+    /// Hands `value` straight to the sink when nothing waits in the
+    /// backlog, so that it need not be queued there and taken out again by
+    /// the next [`pump`](Self::pump). Returns, if the sink took it, whether
+    /// the writer was busy before (unflushed: a turn is coming already).
+    ///
+    /// Never past a value already queued: with a backlog, or once closing,
+    /// it is refused, as it is when the sink is not ready (its waker is
+    /// registered then). A refused value is for the caller to queue. A
+    /// value taken leaves the writer unflushed, as a pump that wrote it
+    /// would have: the caller makes sure the writer gets a turn, where the
+    /// flush policy flushes it. A sink that fails here is not polled again:
+    /// the failure is kept for the next pump to report, so that the
+    /// connection is found dead where it would have been had the value
+    /// been queued (a shutdown or close applied meanwhile keeps its reason).
+    #[inline]
+    pub(crate) fn hand_over(&mut self, value: &V) -> Option<bool>
+    where
+        W: Sink<V> + Unpin,
+        V: Clone,
+    {
+        if !self.backlog.is_empty() || self.closing || self.failed {
+            return None;
+        }
+        let mut cx = self.wakeup.context();
+        let mut sink = Pin::new(&mut self.sink);
+        match sink.as_mut().poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(_)) => {
+                self.failed = true;
+                return None;
+            }
+            Poll::Pending => return None,
+        }
+        if sink.start_send(value.clone()).is_err() {
+            self.failed = true;
+            return None;
+        }
+        Some(std::mem::replace(&mut self.unflushed, true))
+    }
+
     /// Asks the writer to flush what is queued and then close its sink.
     pub(crate) fn close(&mut self) {
         self.closing = true;
@@ -245,6 +288,9 @@ impl<W, V> Writer<W, V> {
     where
         W: Sink<V> + Unpin,
     {
+        if self.failed {
+            return WriteOutcome::Failed;
+        }
         let mut cx = self.wakeup.begin_poll();
         let mut sink = Pin::new(&mut self.sink);
         while !self.backlog.is_empty() {
@@ -423,5 +469,101 @@ mod tests {
         let buckets: std::collections::HashSet<u64> =
             (0..64u64).map(|k| hasher.hash_one(k << 40) & 63).collect();
         assert!(buckets.len() > 32, "{} buckets of 64", buckets.len());
+    }
+
+    /// A sink that records what it takes, ready or not as the test says,
+    /// failing when told to.
+    #[derive(Debug, Default)]
+    struct Gate {
+        taken: Vec<u32>,
+        ready: bool,
+        fail: bool,
+    }
+
+    impl Sink<u32> for Gate {
+        type Error = ();
+        fn poll_ready(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Result<(), ()>> {
+            match (self.fail, self.ready) {
+                (true, _) => Poll::Ready(Err(())),
+                (false, true) => Poll::Ready(Ok(())),
+                (false, false) => Poll::Pending,
+            }
+        }
+        fn start_send(mut self: Pin<&mut Self>, value: u32) -> Result<(), ()> {
+            self.taken.push(value);
+            Ok(())
+        }
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Result<(), ()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<Result<(), ()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn gate() -> Writer<Gate, u32> {
+        let hub = WakeHub::new(1);
+        Writer::new(Gate::default(), Wakeup::writer(&hub, 0))
+    }
+
+    /// A value handed straight to the sink never overtakes one queued
+    /// before it: with a backlog, or a sink not ready, it is refused (to be
+    /// queued behind), and once the backlog is written out it goes straight
+    /// through, leaving the writer unflushed as a pump would.
+    #[test]
+    fn a_value_handed_over_never_overtakes_the_backlog() {
+        let mut writer = gate();
+        assert_eq!(writer.hand_over(&1), None, "the sink is not ready");
+        let _ = writer.enqueue(&[1], None);
+        writer.sink.ready = true;
+        assert_eq!(writer.hand_over(&2), None, "1 waits in the backlog");
+        let _ = writer.enqueue(&[2], None);
+        let _ = writer.pump(Flush::Later);
+        assert!(writer.backlog.is_empty() && writer.unflushed);
+        assert_eq!(writer.hand_over(&3), Some(true), "2 is not flushed yet");
+        assert!(writer.is_busy(), "unflushed, as if pumped");
+        assert_eq!(writer.sink.taken, [1, 2, 3]);
+        let pumped = writer.pump(Flush::Now);
+        assert_eq!(
+            pumped,
+            Pumped {
+                written: 0,
+                flushed: true,
+                outcome: WriteOutcome::Idle
+            }
+        );
+        assert!(!writer.is_busy());
+        assert_eq!(writer.hand_over(&4), Some(false), "an idle writer");
+        writer.close();
+        assert_eq!(writer.hand_over(&5), None, "a closing writer takes no more");
+        assert_eq!(writer.sink.taken, [1, 2, 3, 4]);
+    }
+
+    /// A sink that fails when handed a value is not polled again there: the
+    /// failure waits for the writer's next pump, which reports it.
+    #[test]
+    fn a_sink_failing_on_hand_over_is_reported_by_the_next_pump() {
+        let mut writer = gate();
+        writer.sink.fail = true;
+        assert_eq!(writer.hand_over(&1), None);
+        writer.sink.fail = false;
+        writer.sink.ready = true;
+        assert_eq!(
+            writer.hand_over(&2),
+            None,
+            "not handed to a sink that failed"
+        );
+        let _ = writer.enqueue(&[2], None);
+        assert_eq!(writer.pump(Flush::Now).outcome, WriteOutcome::Failed);
+        assert!(writer.sink.taken.is_empty());
     }
 }

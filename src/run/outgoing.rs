@@ -248,7 +248,16 @@ where
             Delivery::Latest(latest) => Some(latest),
             _ => None,
         };
+        // A single plain value may skip the backlog of an idle writer (see
+        // `Writer::hand_over`); a keyed one is queued, where the next value
+        // of its key can still replace it.
+        let direct = match values {
+            [value] if latest.is_none() => Some(value),
+            _ => None,
+        };
         let mut left = *budget;
+        // Values handed straight to sinks, counted once at the end.
+        let mut written = 0;
         // The recipients are the ids before the one left out and those
         // after it: two runs over plain ids, with nothing to compare per id.
         let end = ids.len();
@@ -256,62 +265,85 @@ where
             Some(skip) if start <= skip && skip < end => [start..skip, skip + 1..end],
             _ => [start..end, end..end],
         };
-        for run in runs {
-            let from = run.start;
-            for (offset, &id) in ids.get(run).unwrap_or_default().iter().enumerate() {
-                if left < count && left < DELIVERIES_PER_POLL {
-                    *next = from + offset;
-                    *budget = 0;
-                    return Stop::Budget;
-                }
-                let recipient = if to_room {
-                    // A member that departed after the message took the room's
-                    // members left the room then: it is not owed the message.
-                    streams.registry.open_mut(id)
-                } else {
-                    streams.registry.addressable_mut(id)
-                };
-                let Some((key, entry)) = recipient else {
-                    if !to_room {
-                        // Gone (or never there): dropped and counted.
-                        streams.stats.dropped_unknown_id();
+        let stop = 'runs: {
+            for run in runs {
+                let from = run.start;
+                for (offset, &id) in ids.get(run).unwrap_or_default().iter().enumerate() {
+                    if left < count && left < DELIVERIES_PER_POLL {
+                        *next = from + offset;
+                        left = 0;
+                        break 'runs Stop::Budget;
                     }
-                    continue;
-                };
-                let queued = if let Some(latest) = latest
-                    && let Some(value) = values.last()
-                    && entry.writer.replace_latest(latest, value)
-                {
-                    streams.stats.conflated();
-                    Queued::Replaced
-                } else if entry.writer.backlog_len() + values.len() <= capacity {
-                    let was_busy = entry.writer.is_busy();
-                    if entry.writer.enqueue(values, latest) {
-                        writers.schedule(key);
-                    }
-                    if !was_busy {
-                        // Its write time limit starts now; a busy writer's
-                        // runs from its last progress, whatever is added.
-                        entry.last_written = now;
-                        if timed {
+                    let recipient = if to_room {
+                        // A member that departed after the message took the
+                        // room's members left the room then: it is not owed
+                        // the message.
+                        streams.registry.open_mut(id)
+                    } else {
+                        streams.registry.addressable_mut(id)
+                    };
+                    let Some((key, entry)) = recipient else {
+                        if !to_room {
+                            // Gone (or never there): dropped and counted.
+                            streams.stats.dropped_unknown_id();
+                        }
+                        continue;
+                    };
+                    let queued = if let Some(value) = direct
+                        && let Some(was_busy) = entry.writer.hand_over(value)
+                    {
+                        written += 1;
+                        if !was_busy {
+                            // Unflushed now: its turn flushes it (or leaves
+                            // it for later, as the flush policy says).
+                            writers.schedule(key);
+                        }
+                        if !was_busy || timed {
+                            // The socket took it: progress, as if a pump had
+                            // written it; an idle writer's limit starts now.
+                            entry.last_written = now;
+                        }
+                        if !was_busy && timed {
                             streams.schedule(key);
                         }
+                        Queued::Added
+                    } else if let Some(latest) = latest
+                        && let Some(value) = values.last()
+                        && entry.writer.replace_latest(latest, value)
+                    {
+                        streams.stats.conflated();
+                        Queued::Replaced
+                    } else if entry.writer.backlog_len() + values.len() <= capacity {
+                        let was_busy = entry.writer.is_busy();
+                        if entry.writer.enqueue(values, latest) {
+                            writers.schedule(key);
+                        }
+                        if !was_busy {
+                            // Its write time limit starts now; a busy
+                            // writer's runs from its last progress, whatever
+                            // is added.
+                            entry.last_written = now;
+                            if timed {
+                                streams.schedule(key);
+                            }
+                        }
+                        Queued::Added
+                    } else {
+                        self.deliver_to_full(values, delivery, key, latest, streams, writers)
+                    };
+                    if queued == Queued::Waiting {
+                        *next = from + offset;
+                        break 'runs Stop::Waiting;
                     }
-                    Queued::Added
-                } else {
-                    self.deliver_to_full(values, delivery, key, latest, streams, writers)
-                };
-                if queued == Queued::Waiting {
-                    *next = from + offset;
-                    *budget = left;
-                    return Stop::Waiting;
+                    left = left.saturating_sub(count);
                 }
-                left = left.saturating_sub(count);
             }
-        }
-        *next = ids.len();
+            *next = ids.len();
+            Stop::Done
+        };
         *budget = left;
-        Stop::Done
+        streams.stats.frames_out(written);
+        stop
     }
 
     /// Delivers a message to a recipient whose backlog has no room for it:
