@@ -32,6 +32,13 @@
 //!   over a writer that discards (`futures::io::sink()`) with
 //!   `LengthDelimitedCodec::new(2)`: encoding and the write buffer counted.
 //!
+//! An optional fourth argument B sends the rounds B at a time, each batch
+//! applied, written and flushed before the next is sent (default: all R at
+//! once, which the multiplexer applies with its flushes deferred, so each
+//! writer fills one buffer): `core_broadcast 1000 200 framed 20` is ten
+//! bursts of 20 frames per connection, each flushed, as a server sending
+//! steadily sees them.
+//!
 //! With `--features metrics` and `RECORDER=1`, a recorder that keeps every
 //! count is installed first: the cost of publishing metrics.
 
@@ -108,6 +115,7 @@ fn main() {
     fn broadcast<W: Sink<Bytes> + Unpin + 'static>(
         clients: usize,
         rounds: usize,
+        batch: usize,
         mode: Mode,
         sink: impl Fn() -> W + 'static,
     ) -> StatsSnapshot {
@@ -151,6 +159,9 @@ fn main() {
             outgoing
                 .unbounded_send(OutgoingPacket::Message(message))
                 .expect("send");
+            if (round + 1) % batch == 0 {
+                pool.run_until_stalled();
+            }
         }
         pool.run_until_stalled();
         let snapshot = stats.snapshot();
@@ -172,6 +183,10 @@ fn main() {
         Some("framed") => Mode::Framed,
         Some(other) => panic!("mode {other:?}: one of ids, room, room-except, latest, framed"),
     };
+    let batch: usize = args
+        .next()
+        .map_or(rounds, |a| a.parse().expect("rounds per batch"))
+        .max(1);
     #[cfg(feature = "metrics")]
     if std::env::var_os("RECORDER").is_some() {
         metrics_util::debugging::DebuggingRecorder::new()
@@ -180,9 +195,11 @@ fn main() {
     }
 
     let snapshot = match mode {
-        Mode::Ids | Mode::Room | Mode::RoomExcept => broadcast(clients, rounds, mode, || Takes),
-        Mode::Latest => broadcast(clients, rounds, mode, || Stuck),
-        Mode::Framed => broadcast(clients, rounds, mode, || {
+        Mode::Ids | Mode::Room | Mode::RoomExcept => {
+            broadcast(clients, rounds, batch, mode, || Takes)
+        }
+        Mode::Latest => broadcast(clients, rounds, batch, mode, || Stuck),
+        Mode::Framed => broadcast(clients, rounds, batch, mode, || {
             FramedWrite::new(futures::io::sink(), LengthDelimitedCodec::new(2))
         }),
     };
