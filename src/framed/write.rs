@@ -24,8 +24,12 @@ const DEFAULT_HIGH_WATER_MARK: usize = 16 * 1024;
 ///
 /// # Behaviour
 ///
-/// - [`start_send`](Sink::start_send) encodes the frame into a buffer,
-///   allocated when the first frame arrives. Nothing is written yet.
+/// - [`start_send`](Sink::start_send) encodes the frame into a buffer.
+///   Nothing is written yet. The buffer is allocated when the sink is
+///   readied for the first frame after a flush, with room for as many bytes
+///   as the previous burst held (bounded by what the buffer may hold), so
+///   that a sink sending bursts does not regrow its buffer, a copy at each
+///   doubling, on every one.
 /// - [`poll_ready`](Sink::poll_ready) writes to the underlying writer only
 ///   once the buffer has reached the [high-water
 ///   mark](Self::set_high_water_mark), and then until it is below it again.
@@ -62,6 +66,14 @@ pub struct FramedWrite<W, E> {
     /// Encoded bytes not yet written; no allocation while empty and idle.
     buffer: BytesMut,
     high_water_mark: usize,
+    /// The most bytes the buffer held in the burst that ended with the last
+    /// flush: the next burst's buffer is allocated at that size at once,
+    /// rather than grown by doubling from one frame, a reallocation and a
+    /// copy each time, on every burst.
+    last_burst: usize,
+    /// The most bytes the buffer has held in this burst (seen when it was
+    /// written out).
+    burst: usize,
 }
 
 impl<W, E> FramedWrite<W, E> {
@@ -84,6 +96,8 @@ impl<W, E> FramedWrite<W, E> {
             encoder,
             buffer: BytesMut::new(),
             high_water_mark: DEFAULT_HIGH_WATER_MARK,
+            last_burst: 0,
+            burst: 0,
         }
     }
 
@@ -252,6 +266,7 @@ impl<W, E> FramedWrite<W, E> {
 impl<W: AsyncWrite + Unpin, E> FramedWrite<W, E> {
     /// Writes from the buffer until at most `keep` bytes are left in it.
     fn poll_write_until(&mut self, cx: &mut Context<'_>, keep: usize) -> Poll<io::Result<()>> {
+        self.burst = self.burst.max(self.buffer.len());
         while self.buffer.len() > keep {
             match ready!(Pin::new(&mut self.inner).poll_write(cx, &self.buffer)) {
                 Ok(0) => {
@@ -268,11 +283,26 @@ impl<W: AsyncWrite + Unpin, E> FramedWrite<W, E> {
         Poll::Ready(Ok(()))
     }
 
+    /// Allocates the buffer for the first frame of a burst: room for as
+    /// much as the last burst held (none for the first burst: then the
+    /// encoder reserves). Out of line: once per burst, not per frame.
+    #[inline(never)]
+    fn begin_burst(&mut self) {
+        self.buffer.reserve(self.last_burst);
+    }
+
     /// Writes everything buffered, releases the buffer and flushes the writer.
     fn poll_flush_all(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_write_until(cx, 0))?;
-        // Everything is written: an idle connection keeps no buffer.
-        self.buffer = BytesMut::new();
+        if self.buffer.capacity() > 0 {
+            // Everything is written: an idle connection keeps no buffer.
+            // The burst's size is kept instead, bounded by what the buffer
+            // may hold (the mark plus one frame, so twice the mark is
+            // ample), for the next burst's buffer.
+            self.last_burst = self.burst.min(self.high_water_mark.saturating_mul(2));
+            self.burst = 0;
+            self.buffer = BytesMut::new();
+        }
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 }
@@ -286,6 +316,12 @@ where
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), E::Error>> {
         let this = self.get_mut();
+        if this.buffer.capacity() == 0 {
+            // Readied for the first frame of a burst. Here rather than in
+            // `start_send`, so that the frame being sent is not held across
+            // it.
+            this.begin_burst();
+        }
         if this.buffer.len() < this.high_water_mark {
             return Poll::Ready(Ok(()));
         }
@@ -317,6 +353,56 @@ impl<W: fmt::Debug, E: fmt::Debug> fmt::Debug for FramedWrite<W, E> {
             .field("buffered", &self.buffer.len())
             .field("buffer_capacity", &self.buffer.capacity())
             .field("high_water_mark", &self.high_water_mark)
+            .field("last_burst", &self.last_burst)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use futures::SinkExt;
+    use futures::executor::block_on;
+
+    use super::*;
+    use crate::codec::LengthDelimitedCodec;
+
+    fn burst(frames: &mut FramedWrite<Vec<u8>, LengthDelimitedCodec>, count: usize) {
+        block_on(async {
+            for _ in 0..count {
+                frames.feed(Bytes::from_static(&[7; 30])).await?;
+            }
+            frames.flush().await
+        })
+        .unwrap();
+    }
+
+    /// A burst's buffer is allocated at the size the last burst reached,
+    /// not grown from one frame again; it is still released when flushed,
+    /// and follows the bursts down as well as up.
+    #[test]
+    fn a_burst_starts_with_room_for_as_much_as_the_last_one_held() {
+        let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+        burst(&mut frames, 100);
+        assert_eq!(frames.buffer_capacity(), 0, "released when flushed");
+        assert_eq!(frames.last_burst, 3_200);
+        block_on(frames.feed(Bytes::from_static(&[7; 30]))).unwrap();
+        assert!(frames.buffer_capacity() >= 3_200);
+        block_on(frames.flush()).unwrap();
+        assert_eq!(frames.buffer_capacity(), 0);
+        assert_eq!(frames.last_burst, 32, "a burst of one frame");
+        block_on(frames.feed(Bytes::from_static(&[7; 30]))).unwrap();
+        assert!(frames.buffer_capacity() < 3_200);
+        assert_eq!(frames.get_ref().len(), 101 * 32, "the last frame still buffered");
+    }
+
+    /// What is reserved for a burst stays within what the buffer may hold:
+    /// the high-water mark plus a frame.
+    #[test]
+    fn the_room_reserved_for_a_burst_is_bounded_by_the_high_water_mark() {
+        let mut frames = FramedWrite::new(Vec::new(), LengthDelimitedCodec::new(2));
+        frames.set_high_water_mark(1_000);
+        burst(&mut frames, 1_000);
+        assert!(frames.last_burst <= 1_000 + 32, "{}", frames.last_burst);
     }
 }
