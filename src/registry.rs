@@ -160,6 +160,21 @@ impl<W, R, V> Registry<W, R, V> {
         entry.is_open().then_some((key, entry))
     }
 
+    /// The entry at `key` if it is still the open stream `id`: a room's
+    /// member, found by the key it joined with, without the look-up by id.
+    /// The slot may hold another stream by now (its member departed and a
+    /// newcomer took it), hence the check of the id.
+    #[inline]
+    pub(crate) fn open_at(
+        &mut self,
+        key: usize,
+        id: StreamId,
+    ) -> Option<&mut StreamEntry<W, R, V>> {
+        self.slab
+            .get_mut(key)
+            .filter(|entry| entry.id == id && entry.is_open())
+    }
+
     pub(crate) fn get(&self, key: usize) -> Option<&StreamEntry<W, R, V>> {
         self.slab.get(key)
     }

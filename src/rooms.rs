@@ -9,9 +9,12 @@
 //! member list is reference counted: a send to a room takes the list with
 //! one count increment (no copy, no allocation per member), and a change
 //! copies it only while a send still holds the old one (a broadcast that
-//! spans polls). Each room also maps its members to their places in the
-//! list, so that leaving is O(1), and each stream knows its rooms, so that
-//! departing costs O(its rooms).
+//! spans polls). Beside the list, place for place, a room keeps its
+//! members' keys in `Run`'s registry (shared the same way), so that a send
+//! reaches each member without looking its id up; the key is checked
+//! against the id on use. Each room also maps its members to their places
+//! in the list, so that leaving is O(1), and each stream knows its rooms,
+//! so that departing costs O(its rooms).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -29,8 +32,17 @@ type Positions = HashMap<StreamId, usize, BuildHasherDefault<IdHasher>>;
 #[derive(Debug, Default)]
 struct Room {
     members: Arc<Vec<StreamId>>,
+    /// The members' keys in the multiplexer's registry, place for place:
+    /// a message to the room reaches each member without looking its id
+    /// up. A key is checked against the id on use, since a departed
+    /// member's slot may have been taken since the message took them.
+    keys: Arc<Vec<usize>>,
     positions: Positions,
 }
+
+/// A room's members as a message to it takes them: their ids and registry
+/// keys, place for place, and the place of the one left out, if any.
+pub(crate) type Recipients = (Arc<Vec<StreamId>>, Arc<Vec<usize>>, Option<usize>);
 
 /// Every room of one multiplexer.
 #[derive(Debug, Default)]
@@ -65,7 +77,14 @@ impl Watch {
 
 impl RoomTable {
     /// Puts `id` in `room`. Returns whether it was not in it yet.
+    #[cfg(test)]
     pub(crate) fn join(&mut self, id: StreamId, room: &RoomName) -> bool {
+        self.join_at(id, id, room)
+    }
+
+    /// Puts `id`, at `key` in the registry, in `room`. Returns whether it
+    /// was not in it yet.
+    pub(crate) fn join_at(&mut self, id: StreamId, key: usize, room: &RoomName) -> bool {
         let entry = self.rooms.entry(Arc::clone(room)).or_default();
         if entry.positions.contains_key(&id) {
             return false;
@@ -78,6 +97,7 @@ impl RoomTable {
         let members = Arc::make_mut(&mut entry.members);
         entry.positions.insert(id, members.len());
         members.push(id);
+        Arc::make_mut(&mut entry.keys).push(key);
         self.memberships
             .entry(id)
             .or_default()
@@ -117,6 +137,7 @@ impl RoomTable {
         let Some(position) = room.positions.remove(&id) else {
             return false;
         };
+        Arc::make_mut(&mut room.keys).swap_remove(position);
         let members = Arc::make_mut(&mut room.members);
         members.swap_remove(position);
         if let Some(&moved) = members.get(position) {
@@ -142,17 +163,18 @@ impl RoomTable {
         self.rooms.get(room).map(|r| Arc::clone(&r.members))
     }
 
-    /// The members of `room`, shared, and the place among them of `except`
-    /// if it is one: what a message to the room with `except` left out
-    /// goes to, without comparing every member with it.
+    /// The members of `room`, shared, with their registry keys, and the
+    /// place among them of `except` if it is one: what a message to the
+    /// room with `except` left out goes to, without comparing every member
+    /// with it.
     pub(crate) fn members_and_place(
         &self,
         room: &str,
         except: Option<StreamId>,
-    ) -> Option<(Arc<Vec<StreamId>>, Option<usize>)> {
+    ) -> Option<Recipients> {
         let room = self.rooms.get(room)?;
         let place = except.and_then(|id| room.positions.get(&id).copied());
-        Some((Arc::clone(&room.members), place))
+        Some((Arc::clone(&room.members), Arc::clone(&room.keys), place))
     }
 }
 
@@ -324,11 +346,12 @@ mod tests {
             assert!(table.join(id, &room));
         }
         assert!(table.leave(6, "r"));
-        let (members, place) = table.members_and_place("r", Some(8)).unwrap();
+        let (members, keys, place) = table.members_and_place("r", Some(8)).unwrap();
         assert_eq!(*members, [5, 8, 7]);
+        assert_eq!(*keys, [5, 8, 7], "each member's key in its place");
         assert_eq!(place, Some(1));
-        assert_eq!(table.members_and_place("r", Some(6)).unwrap().1, None);
-        assert_eq!(table.members_and_place("r", None).unwrap().1, None);
+        assert_eq!(table.members_and_place("r", Some(6)).unwrap().2, None);
+        assert_eq!(table.members_and_place("r", None).unwrap().2, None);
         assert!(table.members_and_place("s", Some(5)).is_none());
     }
 

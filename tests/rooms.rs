@@ -6,7 +6,9 @@
 mod common;
 
 use common::{Harness, Limits, Setup, disconnects_of};
-use stream_multiplexer::{DisconnectReason, OutgoingMessage, OutgoingPacket, Rooms, StreamId};
+use stream_multiplexer::{
+    BacklogPolicy, DisconnectReason, OutgoingMessage, OutgoingPacket, Rooms, StreamId,
+};
 
 fn join(harness: &mut Harness, ids: &[StreamId], room: &str) {
     harness.send(OutgoingPacket::Join(ids.to_vec(), room.into()));
@@ -174,6 +176,44 @@ fn a_departing_stream_leaves_every_room_at_once() {
     let snapshot = harness.stats.snapshot();
     assert_eq!((snapshot.rooms, snapshot.room_members), (2, 2));
     assert_eq!(snapshot.dropped_unknown_id, 0);
+}
+
+/// A message waiting for room at a slow member goes on, once there is
+/// room, to the members it took, and only while they are there: not to a
+/// newcomer who took the place of a member that departed meanwhile (at the
+/// stream limit, the newcomer takes the departed member's place).
+#[test]
+fn a_waiting_room_message_does_not_reach_a_newcomer_in_a_departed_members_place() {
+    let mut harness = Harness::new(Setup {
+        sender_buffer_size: 1,
+        client_buffer: 1,
+        policy: BacklogPolicy::Wait,
+        max_streams: 2,
+        ..Setup::default()
+    });
+    let (mut slow, slow_id) = harness.connect_on(0);
+    let (mut gone, gone_id) = harness.connect_on(0);
+    join(&mut harness, &[slow_id, gone_id], "den");
+    for value in 0..4 {
+        to_room(&mut harness, OutgoingMessage::to_room("den", [value]));
+    }
+    // Each member holds three (two in its socket, one in its backlog): the
+    // fourth waits for the slow one, before reaching the second member.
+    assert_eq!(gone.received(), (vec![0, 1], false));
+    gone.hang_up();
+    harness.settle();
+    let packets = harness.drain(0);
+    assert_eq!(
+        disconnects_of(&packets, gone_id),
+        [DisconnectReason::Linkdead]
+    );
+    let (mut newcomer, newcomer_id) = harness.connect_on(0);
+    assert_ne!(newcomer_id, gone_id);
+    assert_eq!(slow.received(), (vec![0, 1], false));
+    harness.settle();
+    assert_eq!(slow.received(), (vec![2, 3], false));
+    assert_eq!(newcomer.received(), (vec![], false));
+    assert!(!gone.received().0.contains(&3));
 }
 
 #[test]

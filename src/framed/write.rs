@@ -393,7 +393,11 @@ mod tests {
         assert_eq!(frames.last_burst, 32, "a burst of one frame");
         block_on(frames.feed(Bytes::from_static(&[7; 30]))).unwrap();
         assert!(frames.buffer_capacity() < 3_200);
-        assert_eq!(frames.get_ref().len(), 101 * 32, "the last frame still buffered");
+        assert_eq!(
+            frames.get_ref().len(),
+            101 * 32,
+            "the last frame still buffered"
+        );
     }
 
     /// What is reserved for a burst stays within what the buffer may hold:

@@ -238,18 +238,13 @@ impl<P: Parts> Streams<P> {
 
     /// Puts the open stream `id` in `room`.
     pub(super) fn join(&mut self, id: StreamId, room: &RoomName) {
-        let Some(entry) = self
-            .registry
-            .addressable_key(id)
-            .and_then(|key| self.registry.get_mut(key))
-            .filter(|e| e.is_open())
-        else {
+        let Some((key, entry)) = self.registry.open_mut(id) else {
             self.stats.dropped_unknown_id();
             return;
         };
         entry.in_rooms = true;
         let mut table = self.rooms.write();
-        if table.join(id, room) {
+        if table.join_at(id, key, room) {
             let (rooms, members) = table.counts();
             self.stats.rooms_now(rooms, members);
         }

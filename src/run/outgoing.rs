@@ -51,8 +51,10 @@ enum Recipients {
     /// `skip` is the place among them of the member left out (`except`),
     /// if any: found once per message from the room's index of places, so
     /// that the delivery loop does not compare every member with it.
+    /// `keys` are the members' registry keys, place for place.
     Room {
         members: Arc<Vec<StreamId>>,
+        keys: Arc<Vec<usize>>,
         skip: Option<usize>,
     },
 }
@@ -140,12 +142,16 @@ where
                         Target::Ids(ids) => Recipients::Ids(ids),
                         Target::Room { room, except } => {
                             streams.stats.room_send();
-                            let Some((members, skip)) =
+                            let Some((members, keys, skip)) =
                                 streams.rooms.read().members_and_place(&room, except)
                             else {
                                 continue;
                             };
-                            Recipients::Room { members, skip }
+                            Recipients::Room {
+                                members,
+                                keys,
+                                skip,
+                            }
                         }
                     };
                     let mut values = message.values;
@@ -236,10 +242,16 @@ where
             delivery,
             next,
         } = message;
-        let (ids, to_room, skip): (&[StreamId], bool, Option<usize>) = match recipients {
-            Recipients::Ids(ids) => (ids, false, None),
-            Recipients::Room { members, skip } => (members, true, *skip),
-        };
+        // `keys` is empty for an id list: ids are looked up.
+        let (ids, keys, to_room, skip): (&[StreamId], &[usize], bool, Option<usize>) =
+            match recipients {
+                Recipients::Ids(ids) => (ids, &[], false, None),
+                Recipients::Room {
+                    members,
+                    keys,
+                    skip,
+                } => (members, keys, true, *skip),
+            };
         let (values, delivery, start) = (&values[..], *delivery, *next);
         let capacity = self.sender_buffer_size;
         let count = values.len().max(1);
@@ -278,7 +290,8 @@ where
                         // A member that departed after the message took the
                         // room's members left the room then: it is not owed
                         // the message.
-                        streams.registry.open_mut(id)
+                        let key = keys.get(from + offset).copied().unwrap_or(usize::MAX);
+                        streams.registry.open_at(key, id).map(|entry| (key, entry))
                     } else {
                         streams.registry.addressable_mut(id)
                     };
