@@ -48,6 +48,13 @@ fn scripted(harness: &mut Harness) {
     harness.drain_settled(1);
 }
 
+/// The two tests run one at a time. `tracing` caches, per call site, whether
+/// any subscriber wants its events; a call site first reached by the
+/// metrics test's thread (no subscriber) while the tracing test's
+/// subscriber is being registered on another thread can be cached as
+/// unwanted, and that test then misses events.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 fn setup() -> Setup {
     Setup {
         sender_buffer_size: 4,
@@ -62,6 +69,7 @@ fn setup() -> Setup {
 
 #[test]
 fn every_published_counter_equals_the_stats() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     let mut harness = metrics::with_local_recorder(&recorder, || Harness::new(setup()));
@@ -199,6 +207,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Events {
 
 #[test]
 fn connects_moves_and_disconnects_are_traced_with_their_reasons() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let events = Events::default();
     let subscriber = tracing_subscriber::registry().with(events.clone());
     let stats = tracing::subscriber::with_default(subscriber, || {
