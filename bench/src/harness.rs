@@ -53,6 +53,9 @@ pub struct Config {
     /// `ours` on smol: the read chunk size of every connection (`None`:
     /// the crate's default).
     pub read_chunk: Option<usize>,
+    /// `ours` on smol: the write high-water mark of every connection
+    /// (`None`: the crate's default).
+    pub write_hwm: Option<usize>,
     /// Idle scenario: how long the server's CPU time is measured with no
     /// traffic, without and with the idle clients (zero: not measured).
     pub quiet: Duration,
@@ -92,6 +95,7 @@ impl Config {
             idle_timeout: self.idle_timeout,
             send_buffer: self.send_buffer,
             read_chunk: self.read_chunk,
+            write_hwm: self.write_hwm,
         }
     }
 

@@ -18,7 +18,7 @@ usage:
   bench all [options]        run the scenarios, print the markdown table, write plots
   bench server --impl KIND [--threads N] [--echo] [--backlog N] [--sender-buffer N]
                [--clock-ms MS] [--idle-timeout SECS] [--write-timeout SECS] [--sndbuf BYTES]
-               [--read-chunk BYTES]
+               [--read-chunk BYTES] [--write-hwm BYTES]
   bench clients --addr ADDR --count N [--timeout SECS]
                              hold N idle clients of ADDR (each sends one frame), print
                              `READY N`, close them when stdin ends (the idle scenario's
@@ -60,6 +60,9 @@ options of `all`:
                              listener; default: the kernel's autotuning)
   --read-chunk BYTES         `ours` on smol: the most bytes one read of a connection asks
                              for (HalvesStream's read_chunk_size; default: the crate's, 8 KiB)
+  --write-hwm BYTES          `ours` on smol: the bytes a connection's write buffer gathers before
+                             it is written out (HalvesStream's write_high_water_mark; default:
+                             the crate's, 16 KiB)
   --gen-threads N            load generator threads (default 1)
   --backlog N                listen backlog of every server (default 65535, capped by somaxconn)
   --sender-buffer N          `ours` (policy Disconnect): per-stream outgoing backlog in values
@@ -149,6 +152,7 @@ fn server(args: &[String]) -> ExitCode {
             "--write-timeout" => opts.timing.write_timeout = secs(value(args, &mut i)),
             "--sndbuf" => opts.send_buffer = Some(parse(value(args, &mut i))),
             "--read-chunk" => opts.read_chunk = Some(parse(value(args, &mut i))),
+            "--write-hwm" => opts.write_hwm = Some(parse(value(args, &mut i))),
             "--echo" => opts.echo = true,
             other => {
                 eprint!("unknown option {other}\n{USAGE}");
@@ -335,6 +339,7 @@ fn all(args: &[String]) -> ExitCode {
         idle_procs: 0,
         send_buffer: None,
         read_chunk: None,
+        write_hwm: None,
         quiet: Duration::ZERO,
         frames: None,
         updates: UpdatesConfig {
@@ -372,6 +377,7 @@ fn all(args: &[String]) -> ExitCode {
             "--reader-rate" => config.updates.reader_rate = parse(value(args, &mut i)),
             "--sndbuf" => config.send_buffer = Some(parse(value(args, &mut i))),
             "--read-chunk" => config.read_chunk = Some(parse(value(args, &mut i))),
+            "--write-hwm" => config.write_hwm = Some(parse(value(args, &mut i))),
             "--reader-rcvbuf" => config.updates.reader_rcvbuf = Some(parse(value(args, &mut i))),
             "--out" => out_dir = PathBuf::from(value(args, &mut i)),
             "--smoke" => config.smoke = true,

@@ -74,6 +74,8 @@ pub struct Launch {
     pub send_buffer: Option<usize>,
     /// `ours` on smol: the read chunk size (others ignore it).
     pub read_chunk: Option<usize>,
+    /// `ours` on smol: the write high-water mark (others ignore it).
+    pub write_hwm: Option<usize>,
 }
 
 /// A running server child.
@@ -125,6 +127,9 @@ impl Server {
         }
         if let Some(n) = launch.read_chunk {
             cmd.args(["--read-chunk", &n.to_string()]);
+        }
+        if let Some(n) = launch.write_hwm {
+            cmd.args(["--write-hwm", &n.to_string()]);
         }
         let mut child = cmd
             .stdin(Stdio::piped())

@@ -46,6 +46,10 @@ pub struct ServerOpts {
     /// the most bytes one read of a connection asks for (`None`: the
     /// crate's default).
     pub read_chunk: Option<usize>,
+    /// `ours` on smol: `HalvesStream::builder(..).write_high_water_mark(..)`,
+    /// how many bytes a connection's write buffer holds before it is
+    /// written out (`None`: the crate's default).
+    pub write_hwm: Option<usize>,
 }
 
 /// The channel between the multiplexer and the channel-0 consumer of an
@@ -115,6 +119,7 @@ impl Default for ServerOpts {
             send_to: SendTo::Ids,
             send_buffer: None,
             read_chunk: None,
+            write_hwm: None,
         }
     }
 }

@@ -238,11 +238,14 @@ pub fn limit_send_buffer(listener: &async_net::TcpListener, opts: &ServerOpts) -
 /// Frames the connections of `incoming` as `opts` asks: 2-byte length
 /// prefix, and the read chunk size if one is given.
 pub fn halves<S>(incoming: S, opts: &ServerOpts) -> stream_multiplexer::HalvesStream<S> {
-    let builder = stream_multiplexer::HalvesStream::builder(crate::proto::HEADER);
-    match opts.read_chunk {
-        Some(bytes) => builder.read_chunk_size(bytes).build(incoming),
-        None => builder.build(incoming),
+    let mut builder = stream_multiplexer::HalvesStream::builder(crate::proto::HEADER);
+    if let Some(bytes) = opts.read_chunk {
+        builder = builder.read_chunk_size(bytes);
     }
+    if let Some(bytes) = opts.write_hwm {
+        builder = builder.write_high_water_mark(bytes);
+    }
+    builder.build(incoming)
 }
 
 /// The pace of [`produce`] on smol: a tick every millisecond.
