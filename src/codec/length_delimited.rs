@@ -384,7 +384,14 @@ impl Encoder for LengthDelimitedCodec {
             ));
         }
         dst.reserve(self.length_field_length + length);
-        dst.put_uint(length_u64, self.length_field_length);
+        // The usual widths written as one store each, not as a copy of the
+        // tail of an 8-byte big-endian number; each fits: checked above.
+        match self.length_field_length {
+            1 => dst.put_u8(length as u8),
+            2 => dst.put_u16(length as u16),
+            4 => dst.put_u32(length as u32),
+            width => dst.put_uint(length_u64, width),
+        }
         dst.extend_from_slice(&item);
         Ok(())
     }
