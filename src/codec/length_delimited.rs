@@ -261,29 +261,40 @@ impl LengthDelimitedCodec {
         }
     }
 
-    /// Reads the length field at the front of `src`, if it has arrived,
-    /// checks it against the maximum and removes it from the buffer.
-    fn decode_head(&self, src: &mut BytesMut) -> io::Result<Option<usize>> {
-        if src.len() < self.length_field_length {
+    /// Reads the length field at the front of `src`, if it has arrived, and
+    /// checks it against the maximum; leaves the buffer as it is.
+    #[inline]
+    fn peek_head(&self, src: &BytesMut) -> io::Result<Option<usize>> {
+        let Some(field) = src.get(..self.length_field_length) else {
             return Ok(None);
-        }
-        let declared = (&src[..self.length_field_length]).get_uint(self.length_field_length);
-        // Compared as u64 so that a declared length that does not fit a
-        // `usize` (on 32-bit targets) is rejected rather than wrapped.
-        let length = match usize::try_from(declared) {
-            Ok(length) if length <= self.max_frame_length => length,
+        };
+        // The common widths read the field in one load; `get_uint` loops
+        // over the bytes.
+        let declared = match *field {
+            [a, b] => u64::from(u16::from_be_bytes([a, b])),
+            [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
             _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "frame of {declared} bytes exceeds the maximum of {}",
-                        self.max_frame_length
-                    ),
-                ));
+                let mut field = field;
+                field.get_uint(self.length_field_length)
             }
         };
-        src.advance(self.length_field_length);
-        Ok(Some(length))
+        // Compared as u64 so that a declared length that does not fit a
+        // `usize` (on 32-bit targets) is rejected rather than wrapped.
+        match usize::try_from(declared) {
+            Ok(length) if length <= self.max_frame_length => Ok(Some(length)),
+            _ => Err(self.too_long(declared)),
+        }
+    }
+
+    #[cold]
+    fn too_long(&self, declared: u64) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "frame of {declared} bytes exceeds the maximum of {}",
+                self.max_frame_length
+            ),
+        )
     }
 }
 
@@ -316,13 +327,28 @@ impl Decoder for LengthDelimitedCodec {
 
     fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
         let length = match self.state {
-            DecodeState::Head => match self.decode_head(src)? {
-                Some(length) => {
-                    self.state = DecodeState::Data(length);
-                    length
+            DecodeState::Head => {
+                let Some(length) = self.peek_head(src)? else {
+                    return Ok(None);
+                };
+                let head = self.length_field_length;
+                if let Some(whole) = head.checked_add(length).filter(|&n| n <= src.len()) {
+                    // The whole frame has arrived (the common case: a read
+                    // brings in many). One split takes head and payload off
+                    // the buffer; dropping the head from the frozen frame
+                    // is a pointer bump, where advancing the shared
+                    // `BytesMut` first would cost a second split's work.
+                    let mut frame = src.split_to(whole).freeze();
+                    frame.advance(head);
+                    return Ok(Some(frame));
                 }
-                None => return Ok(None),
-            },
+                // Only part of the payload is here: drop the head now and
+                // remember the length, so that it is not parsed again each
+                // time more bytes arrive.
+                src.advance(head);
+                self.state = DecodeState::Data(length);
+                length
+            }
             DecodeState::Data(length) => length,
         };
         if src.len() < length {
