@@ -13,7 +13,10 @@
 //!
 //! Per packet: a push onto a `Vec` on the sending side and a pop from a
 //! `VecDeque` on the receiving side, no allocation once the buffers have
-//! grown. Per batch: one lock and one wake-up on each side. At most
+//! grown. Per batch: one lock and one wake-up on each side, and no copy
+//! when the receiver has taken everything before: the batch's `Vec` itself
+//! is handed over, and its allocation comes back to a sender through the
+//! receiver's next swap. At most
 //! `capacity` packets wait in the channel (sent, counting those still in a
 //! sender's batch, and not yet taken by the receiver); the receiver holds at
 //! most `capacity` more that it took but has not yielded yet.
@@ -55,7 +58,7 @@ pub fn channel<T>(capacity: usize) -> (BatchSender<T>, BatchReceiver<T>) {
     let shared = Arc::new(Shared {
         capacity,
         state: Mutex::new(State {
-            queue: VecDeque::new(),
+            queue: Vec::new(),
             senders: 1,
             receiver_alive: true,
             receiver_waker: None,
@@ -81,7 +84,8 @@ struct Shared<T> {
 }
 
 struct State<T> {
-    queue: VecDeque<T>,
+    /// Packets handed over and not yet taken, oldest first.
+    queue: Vec<T>,
     senders: usize,
     receiver_alive: bool,
     receiver_waker: Option<Waker>,
@@ -91,6 +95,20 @@ struct State<T> {
 impl<T> Shared<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<T> State<T> {
+    /// Moves everything in `batch` to the back of the queue, leaving
+    /// `batch` empty. When the queue is empty (the receiver took everything
+    /// before), the two `Vec`s trade places instead of the packets being
+    /// moved one by one, and `batch` gets the queue's spare allocation.
+    fn put(&mut self, batch: &mut Vec<T>) {
+        if self.queue.is_empty() {
+            std::mem::swap(&mut self.queue, batch);
+        } else {
+            self.queue.append(batch);
+        }
     }
 }
 
@@ -148,7 +166,7 @@ impl<T> BatchSender<T> {
         let waker = {
             let mut state = self.shared.lock();
             if state.receiver_alive {
-                state.queue.extend(self.batch.drain(..));
+                state.put(&mut self.batch);
             } else {
                 // No one will ever take them.
                 self.batch.clear();
@@ -161,16 +179,13 @@ impl<T> BatchSender<T> {
     }
 }
 
-impl<T> Sink<T> for BatchSender<T> {
-    type Error = Closed;
-
-    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Closed>> {
-        let this = self.get_mut();
-        if this.room > 0 {
-            return Poll::Ready(Ok(()));
-        }
-        // Out of room as far as this sender knows: hand the batch over and
-        // look at the queue again.
+impl<T> BatchSender<T> {
+    /// Out of room as far as this sender knows: hands the batch over and
+    /// looks at the queue again. Out of line, so that the check before it,
+    /// made for every packet, stays small enough to inline.
+    #[inline(never)]
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Closed>> {
+        let this = self;
         this.hand_over();
         let mut state = this.shared.lock();
         if !state.receiver_alive {
@@ -185,7 +200,21 @@ impl<T> Sink<T> for BatchSender<T> {
         }
         Poll::Pending
     }
+}
 
+impl<T> Sink<T> for BatchSender<T> {
+    type Error = Closed;
+
+    #[inline]
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Closed>> {
+        let this = self.get_mut();
+        if this.room > 0 {
+            return Poll::Ready(Ok(()));
+        }
+        this.poll_room(cx)
+    }
+
+    #[inline]
     fn start_send(self: Pin<&mut Self>, item: T) -> Result<(), Closed> {
         let this = self.get_mut();
         this.room = this.room.saturating_sub(1);
@@ -227,7 +256,7 @@ impl<T> Drop for BatchSender<T> {
         let waker = {
             let mut state = self.shared.lock();
             if state.receiver_alive {
-                state.queue.extend(self.batch.drain(..));
+                state.put(&mut self.batch);
             }
             state.senders -= 1;
             state.receiver_waker.take()
@@ -275,11 +304,27 @@ pub struct BatchReceiver<T> {
 impl<T> Stream for BatchReceiver<T> {
     type Item = T;
 
+    #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = self.get_mut();
         if let Some(item) = this.taken.pop_front() {
             return Poll::Ready(Some(item));
         }
+        this.poll_take(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.taken.len(), None)
+    }
+}
+
+impl<T> BatchReceiver<T> {
+    /// Everything taken was yielded: takes what is waiting, or registers to
+    /// be woken. Out of line, so that yielding a packet already taken, done
+    /// for every packet, stays small enough to inline.
+    #[inline(never)]
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
+        let this = self;
         if this.ended {
             return Poll::Ready(None);
         }
@@ -294,8 +339,12 @@ impl<T> Stream for BatchReceiver<T> {
                 return Poll::Pending;
             }
             // Take everything in one swap: `taken` is empty, so the queue
-            // gets its (empty) allocation back for the next batch.
-            std::mem::swap(&mut state.queue, &mut this.taken);
+            // gets its (empty) allocation back for the next batch. Both
+            // conversions keep the allocation and move no packet (an empty
+            // deque has nothing to make contiguous).
+            let mut spare = Vec::from(std::mem::take(&mut this.taken));
+            std::mem::swap(&mut state.queue, &mut spare);
+            this.taken = VecDeque::from(spare);
             std::mem::take(&mut state.sender_wakers)
         };
         // The queue has room again.
@@ -303,10 +352,6 @@ impl<T> Stream for BatchReceiver<T> {
             waker.wake();
         }
         Poll::Ready(this.taken.pop_front())
-    }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.taken.len(), None)
     }
 }
 

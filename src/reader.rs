@@ -34,7 +34,10 @@ impl<R> Reader<R> {
 }
 
 impl<R: Stream + Unpin> Reader<R> {
-    /// Polls the reader once, with its own waker.
+    /// Polls the reader once, with its own waker. Called once per frame
+    /// read: always inlined into the read loop (left to itself, the
+    /// compiler inlines it or not depending on what else the loop holds).
+    #[inline(always)]
     pub(crate) fn poll_next(&mut self) -> Poll<Option<R::Item>> {
         let mut cx = self.wakeup.begin_poll();
         Pin::new(&mut self.stream).poll_next(&mut cx)

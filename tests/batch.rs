@@ -154,3 +154,71 @@ fn it_serves_as_a_multiplexer_channel() {
     ));
     assert_eq!(packets, expected);
 }
+
+#[test]
+fn batches_handed_to_an_empty_or_a_waiting_queue_keep_their_order_and_the_bound() {
+    let (mut a, mut receiver) = batch::channel::<u32>(4);
+    let mut b = a.clone();
+    let (_wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut send = |sender: &mut batch::BatchSender<u32>, n: u32| {
+        assert!(Pin::new(&mut *sender).poll_ready(&mut cx).is_ready(), "{n}");
+        Pin::new(&mut *sender).start_send(n).expect("open");
+    };
+    // `a`'s batch goes to an empty queue, `b`'s behind it.
+    send(&mut a, 0);
+    send(&mut a, 1);
+    block_on(a.flush()).expect("open");
+    send(&mut b, 2);
+    send(&mut b, 3);
+    block_on(b.flush()).expect("open");
+    let mut cx = Context::from_waker(&waker);
+    assert!(Pin::new(&mut a).poll_ready(&mut cx).is_pending(), "4 wait");
+    assert!(Pin::new(&mut b).poll_ready(&mut cx).is_pending(), "4 wait");
+
+    // The receiver takes all four; while it holds three not yet yielded,
+    // four more may wait in the channel, and no more.
+    assert_eq!(block_on(receiver.next()), Some(0));
+    for n in 4..8 {
+        assert!(Pin::new(&mut a).poll_ready(&mut cx).is_ready(), "{n}");
+        Pin::new(&mut a).start_send(n).expect("open");
+    }
+    assert!(Pin::new(&mut a).poll_ready(&mut cx).is_pending(), "8 sent");
+    assert_eq!(
+        block_on(receiver.by_ref().take(7).collect::<Vec<_>>()),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+
+    // Many rounds of either kind (at most four packets each, the capacity),
+    // so the `Vec`s trade places over and over; the receiver sometimes
+    // leaves part of a round taken but not yielded.
+    let mut next = 8;
+    let mut expected = std::collections::VecDeque::new();
+    for round in 0..200u32 {
+        for sender in [&mut a, &mut b] {
+            for _ in 0..(round % 2 + 1) {
+                assert!(Pin::new(&mut *sender).poll_ready(&mut cx).is_ready());
+                Pin::new(&mut *sender).start_send(next).expect("open");
+                expected.push_back(next);
+                next += 1;
+            }
+            block_on(sender.flush()).expect("open");
+        }
+        let take = if round % 3 == 0 { 1 } else { expected.len() };
+        let got = block_on(receiver.by_ref().take(take).collect::<Vec<_>>());
+        let want: Vec<u32> = expected.drain(..take).collect();
+        assert_eq!(got, want, "round {round}");
+        if !expected.is_empty() {
+            // What the receiver holds is out of the channel's count: the
+            // round's remainder is taken, so a full capacity fits again.
+            let rest = block_on(receiver.by_ref().take(expected.len()).collect::<Vec<_>>());
+            assert_eq!(
+                rest,
+                expected.drain(..).collect::<Vec<_>>(),
+                "round {round}"
+            );
+        }
+    }
+    drop((a, b));
+    assert_eq!(block_on(receiver.collect::<Vec<_>>()), Vec::<u32>::new());
+}
