@@ -11,17 +11,17 @@
 //!
 //! # Performance notes
 //!
-//! Per packet: a push onto a `Vec` on the sending side and a pop from a
-//! `VecDeque` on the receiving side, no allocation once the buffers have
-//! grown. Per batch: one lock and one wake-up on each side, and no copy
-//! when the receiver has taken everything before: the batch's `Vec` itself
-//! is handed over, and its allocation comes back to a sender through the
-//! receiver's next swap. At most
+//! Per packet: a push onto a `Vec` on the sending side and a step of a
+//! `Vec`'s iterator on the receiving side. Per batch: one lock and one
+//! wake-up on each side, and no copy when the receiver has taken everything
+//! before: the batch's `Vec` itself is handed over, the receiver takes the
+//! whole `Vec` and iterates it, and the sender starts its next batch in an
+//! allocation the size of the last one (one allocation per batch, freed by
+//! the receiver when it takes the next). At most
 //! `capacity` packets wait in the channel (sent, counting those still in a
 //! sender's batch, and not yet taken by the receiver); the receiver holds at
 //! most `capacity` more that it took but has not yielded yet.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -72,7 +72,7 @@ pub fn channel<T>(capacity: usize) -> (BatchSender<T>, BatchReceiver<T>) {
     };
     let receiver = BatchReceiver {
         shared,
-        taken: VecDeque::new(),
+        taken: Vec::new().into_iter(),
         ended: false,
     };
     (sender, receiver)
@@ -102,7 +102,8 @@ impl<T> State<T> {
     /// Moves everything in `batch` to the back of the queue, leaving
     /// `batch` empty. When the queue is empty (the receiver took everything
     /// before), the two `Vec`s trade places instead of the packets being
-    /// moved one by one, and `batch` gets the queue's spare allocation.
+    /// moved one by one, and `batch` gets the queue's spare allocation, if
+    /// it has one.
     fn put(&mut self, batch: &mut Vec<T>) {
         if self.queue.is_empty() {
             std::mem::swap(&mut self.queue, batch);
@@ -163,6 +164,7 @@ impl<T> BatchSender<T> {
         if self.batch.is_empty() {
             return;
         }
+        let handed = self.batch.len();
         let waker = {
             let mut state = self.shared.lock();
             if state.receiver_alive {
@@ -176,6 +178,10 @@ impl<T> BatchSender<T> {
         if let Some(waker) = waker {
             waker.wake();
         }
+        // The queue's allocation went to the receiver with its packets:
+        // start the next batch at the size of this one (at most the
+        // channel's capacity), rather than growing it push by push.
+        self.batch.reserve(handed);
     }
 }
 
@@ -297,7 +303,7 @@ impl<T> fmt::Debug for BatchSender<T> {
 pub struct BatchReceiver<T> {
     shared: Arc<Shared<T>>,
     /// Packets taken from the queue in one swap, not yet yielded.
-    taken: VecDeque<T>,
+    taken: std::vec::IntoIter<T>,
     ended: bool,
 }
 
@@ -307,7 +313,7 @@ impl<T> Stream for BatchReceiver<T> {
     #[inline]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let this = self.get_mut();
-        if let Some(item) = this.taken.pop_front() {
+        if let Some(item) = this.taken.next() {
             return Poll::Ready(Some(item));
         }
         this.poll_take(cx)
@@ -338,26 +344,22 @@ impl<T> BatchReceiver<T> {
                 state.receiver_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
-            // Take everything in one swap: `taken` is empty, so the queue
-            // gets its (empty) allocation back for the next batch. Both
-            // conversions keep the allocation and move no packet (an empty
-            // deque has nothing to make contiguous).
-            let mut spare = Vec::from(std::mem::take(&mut this.taken));
-            std::mem::swap(&mut state.queue, &mut spare);
-            this.taken = VecDeque::from(spare);
+            // Take the whole queue, packets and allocation; the emptied
+            // one is freed (the next sender to hand over allocates anew).
+            this.taken = std::mem::take(&mut state.queue).into_iter();
             std::mem::take(&mut state.sender_wakers)
         };
         // The queue has room again.
         for waker in wakers {
             waker.wake();
         }
-        Poll::Ready(this.taken.pop_front())
+        Poll::Ready(this.taken.next())
     }
 }
 
 impl<T> FusedStream for BatchReceiver<T> {
     fn is_terminated(&self) -> bool {
-        self.ended && self.taken.is_empty()
+        self.ended && self.taken.len() == 0
     }
 }
 
