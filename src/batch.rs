@@ -7,7 +7,9 @@
 //! gathers packets in a local buffer; [`poll_flush`](futures::Sink::poll_flush)
 //! — which the multiplexer calls once per channel per poll — moves the whole
 //! batch under one lock and wakes the receiver once; the receiver takes
-//! everything waiting in one swap and yields it without locking again.
+//! everything waiting in one swap and yields it without locking again, one
+//! packet per [`next`](futures::StreamExt::next), or all of them at once
+//! with [`BatchReceiver::next_batch`].
 //!
 //! # Performance notes
 //!
@@ -321,6 +323,105 @@ impl<T> Stream for BatchReceiver<T> {
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         (self.taken.len(), None)
+    }
+}
+
+impl<T> BatchReceiver<T> {
+    /// Waits for packets and appends every one waiting to `into`, in
+    /// order, returning how many it appended; 0 once every sender is gone
+    /// and everything was taken (the end of the stream).
+    ///
+    /// The batch counterpart of [`StreamExt::next`](futures::StreamExt::next):
+    /// one wait, one lock and one wake-up of the senders for all the packets
+    /// waiting, and the caller iterates them as it likes. When `into` is
+    /// empty, its allocation and the channel's trade places instead of the
+    /// packets being moved. What `into` holds is out of the channel's
+    /// count: a consumer that keeps appending without draining it holds as
+    /// many packets as it lets pile up. Mixing it with `next` is fine:
+    /// packets taken by `next` and not yet yielded come first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use futures::{SinkExt, executor::block_on};
+    /// use stream_multiplexer::batch;
+    ///
+    /// block_on(async {
+    ///     let (mut sender, mut receiver) = batch::channel(16);
+    ///     for n in 0..3 {
+    ///         sender.feed(n).await.unwrap();
+    ///     }
+    ///     sender.flush().await.unwrap();
+    ///
+    ///     let mut packets = Vec::new();
+    ///     assert_eq!(receiver.next_batch(&mut packets).await, 3);
+    ///     assert_eq!(packets, [0, 1, 2]);
+    ///     packets.clear();
+    ///
+    ///     drop(sender);
+    ///     assert_eq!(receiver.next_batch(&mut packets).await, 0); // ended
+    ///     assert!(packets.is_empty());
+    /// });
+    /// ```
+    pub async fn next_batch(&mut self, into: &mut Vec<T>) -> usize {
+        futures::future::poll_fn(|cx| self.poll_next_batch(cx, into)).await
+    }
+
+    /// Polls for packets and appends every one waiting to `into`; the poll
+    /// form of [`next_batch`](Self::next_batch). `Ready(0)` means the end
+    /// of the stream; `Pending` registers the task to be woken when packets
+    /// are handed over or the last sender is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::task::{Context, Poll};
+    /// use futures::{SinkExt, executor::block_on, task::noop_waker};
+    /// use stream_multiplexer::batch;
+    ///
+    /// let (mut sender, mut receiver) = batch::channel(4);
+    /// let waker = noop_waker();
+    /// let mut cx = Context::from_waker(&waker);
+    /// let mut packets = Vec::new();
+    /// assert!(receiver.poll_next_batch(&mut cx, &mut packets).is_pending());
+    ///
+    /// block_on(sender.send("hi")).unwrap();
+    /// assert_eq!(receiver.poll_next_batch(&mut cx, &mut packets), Poll::Ready(1));
+    /// assert_eq!(packets, ["hi"]);
+    /// ```
+    pub fn poll_next_batch(&mut self, cx: &mut Context<'_>, into: &mut Vec<T>) -> Poll<usize> {
+        // What `next` took and has not yielded yet goes first.
+        if self.taken.len() > 0 {
+            let before = into.len();
+            into.extend(&mut self.taken);
+            return Poll::Ready(into.len() - before);
+        }
+        if self.ended {
+            return Poll::Ready(0);
+        }
+        let (appended, wakers) = {
+            let mut state = self.shared.lock();
+            if state.queue.is_empty() {
+                if state.senders == 0 {
+                    self.ended = true;
+                    return Poll::Ready(0);
+                }
+                state.receiver_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            let appended = state.queue.len();
+            if into.is_empty() {
+                std::mem::swap(&mut state.queue, into);
+            } else {
+                into.append(&mut state.queue);
+            }
+            (appended, std::mem::take(&mut state.sender_wakers))
+        };
+        // The queue has room again.
+        for waker in wakers {
+            waker.wake();
+        }
+        Poll::Ready(appended)
     }
 }
 

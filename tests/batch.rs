@@ -222,3 +222,64 @@ fn batches_handed_to_an_empty_or_a_waiting_queue_keep_their_order_and_the_bound(
     drop((a, b));
     assert_eq!(block_on(receiver.collect::<Vec<_>>()), Vec::<u32>::new());
 }
+
+#[test]
+fn next_batch_takes_everything_waiting_in_order_after_what_next_left() {
+    let (mut sender, mut receiver) = batch::channel::<u32>(4);
+    let (wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut packets = Vec::new();
+    assert!(
+        receiver.poll_next_batch(&mut cx, &mut packets).is_pending(),
+        "nothing sent yet"
+    );
+
+    for n in 0..4 {
+        assert!(Pin::new(&mut sender).poll_ready(&mut cx).is_ready());
+        Pin::new(&mut sender).start_send(n).expect("open");
+    }
+    assert!(
+        Pin::new(&mut sender).poll_ready(&mut cx).is_pending(),
+        "full"
+    );
+    let receiver_wakes = wakes.0.load(Ordering::SeqCst);
+    assert_eq!(receiver_wakes, 1, "the hand-over woke the waiting receiver");
+
+    // `next` takes all four and yields one; `next_batch` appends the rest.
+    assert_eq!(block_on(receiver.next()), Some(0));
+    assert_eq!(
+        wakes.0.load(Ordering::SeqCst),
+        2,
+        "taking the batch woke the sender"
+    );
+    packets.push(99);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 3);
+    assert_eq!(packets, [99, 1, 2, 3]);
+
+    // Into a non-empty Vec (appended) and into an empty one (swapped).
+    for round in 0..3u32 {
+        for n in 0..3 {
+            block_on(sender.feed(round * 10 + n)).expect("open");
+        }
+        block_on(sender.flush()).expect("open");
+        if round == 1 {
+            packets.clear();
+        }
+        let before = packets.len();
+        assert_eq!(block_on(receiver.next_batch(&mut packets)), 3);
+        assert_eq!(
+            packets[before..],
+            [round * 10, round * 10 + 1, round * 10 + 2]
+        );
+        packets.clear();
+    }
+
+    // The end: what the last sender left, then 0 for good.
+    block_on(sender.feed(7)).expect("open");
+    drop(sender);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 1);
+    assert_eq!(packets, [7]);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 0);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 0);
+    assert_eq!(block_on(receiver.next()), None);
+}
