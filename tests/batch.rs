@@ -154,3 +154,132 @@ fn it_serves_as_a_multiplexer_channel() {
     ));
     assert_eq!(packets, expected);
 }
+
+#[test]
+fn batches_handed_to_an_empty_or_a_waiting_queue_keep_their_order_and_the_bound() {
+    let (mut a, mut receiver) = batch::channel::<u32>(4);
+    let mut b = a.clone();
+    let (_wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut send = |sender: &mut batch::BatchSender<u32>, n: u32| {
+        assert!(Pin::new(&mut *sender).poll_ready(&mut cx).is_ready(), "{n}");
+        Pin::new(&mut *sender).start_send(n).expect("open");
+    };
+    // `a`'s batch goes to an empty queue, `b`'s behind it.
+    send(&mut a, 0);
+    send(&mut a, 1);
+    block_on(a.flush()).expect("open");
+    send(&mut b, 2);
+    send(&mut b, 3);
+    block_on(b.flush()).expect("open");
+    let mut cx = Context::from_waker(&waker);
+    assert!(Pin::new(&mut a).poll_ready(&mut cx).is_pending(), "4 wait");
+    assert!(Pin::new(&mut b).poll_ready(&mut cx).is_pending(), "4 wait");
+
+    // The receiver takes all four; while it holds three not yet yielded,
+    // four more may wait in the channel, and no more.
+    assert_eq!(block_on(receiver.next()), Some(0));
+    for n in 4..8 {
+        assert!(Pin::new(&mut a).poll_ready(&mut cx).is_ready(), "{n}");
+        Pin::new(&mut a).start_send(n).expect("open");
+    }
+    assert!(Pin::new(&mut a).poll_ready(&mut cx).is_pending(), "8 sent");
+    assert_eq!(
+        block_on(receiver.by_ref().take(7).collect::<Vec<_>>()),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+
+    // Many rounds of either kind (at most four packets each, the capacity),
+    // so the `Vec`s trade places over and over; the receiver sometimes
+    // leaves part of a round taken but not yielded.
+    let mut next = 8;
+    let mut expected = std::collections::VecDeque::new();
+    for round in 0..200u32 {
+        for sender in [&mut a, &mut b] {
+            for _ in 0..(round % 2 + 1) {
+                assert!(Pin::new(&mut *sender).poll_ready(&mut cx).is_ready());
+                Pin::new(&mut *sender).start_send(next).expect("open");
+                expected.push_back(next);
+                next += 1;
+            }
+            block_on(sender.flush()).expect("open");
+        }
+        let take = if round % 3 == 0 { 1 } else { expected.len() };
+        let got = block_on(receiver.by_ref().take(take).collect::<Vec<_>>());
+        let want: Vec<u32> = expected.drain(..take).collect();
+        assert_eq!(got, want, "round {round}");
+        if !expected.is_empty() {
+            // What the receiver holds is out of the channel's count: the
+            // round's remainder is taken, so a full capacity fits again.
+            let rest = block_on(receiver.by_ref().take(expected.len()).collect::<Vec<_>>());
+            assert_eq!(
+                rest,
+                expected.drain(..).collect::<Vec<_>>(),
+                "round {round}"
+            );
+        }
+    }
+    drop((a, b));
+    assert_eq!(block_on(receiver.collect::<Vec<_>>()), Vec::<u32>::new());
+}
+
+#[test]
+fn next_batch_takes_everything_waiting_in_order_after_what_next_left() {
+    let (mut sender, mut receiver) = batch::channel::<u32>(4);
+    let (wakes, waker) = counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut packets = Vec::new();
+    assert!(
+        receiver.poll_next_batch(&mut cx, &mut packets).is_pending(),
+        "nothing sent yet"
+    );
+
+    for n in 0..4 {
+        assert!(Pin::new(&mut sender).poll_ready(&mut cx).is_ready());
+        Pin::new(&mut sender).start_send(n).expect("open");
+    }
+    assert!(
+        Pin::new(&mut sender).poll_ready(&mut cx).is_pending(),
+        "full"
+    );
+    let receiver_wakes = wakes.0.load(Ordering::SeqCst);
+    assert_eq!(receiver_wakes, 1, "the hand-over woke the waiting receiver");
+
+    // `next` takes all four and yields one; `next_batch` appends the rest.
+    assert_eq!(block_on(receiver.next()), Some(0));
+    assert_eq!(
+        wakes.0.load(Ordering::SeqCst),
+        2,
+        "taking the batch woke the sender"
+    );
+    packets.push(99);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 3);
+    assert_eq!(packets, [99, 1, 2, 3]);
+
+    // Into a non-empty Vec (appended) and into an empty one (swapped).
+    for round in 0..3u32 {
+        for n in 0..3 {
+            block_on(sender.feed(round * 10 + n)).expect("open");
+        }
+        block_on(sender.flush()).expect("open");
+        if round == 1 {
+            packets.clear();
+        }
+        let before = packets.len();
+        assert_eq!(block_on(receiver.next_batch(&mut packets)), 3);
+        assert_eq!(
+            packets[before..],
+            [round * 10, round * 10 + 1, round * 10 + 2]
+        );
+        packets.clear();
+    }
+
+    // The end: what the last sender left, then 0 for good.
+    block_on(sender.feed(7)).expect("open");
+    drop(sender);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 1);
+    assert_eq!(packets, [7]);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 0);
+    assert_eq!(block_on(receiver.next_batch(&mut packets)), 0);
+    assert_eq!(block_on(receiver.next()), None);
+}

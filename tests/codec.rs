@@ -172,6 +172,54 @@ fn every_length_field_width_round_trips() {
 }
 
 #[test]
+fn every_length_field_width_decodes_alike_wherever_a_read_ends() {
+    // A whole frame in the buffer and a frame whose payload is still
+    // arriving take different paths through the decoder; cutting the input
+    // at every byte exercises both, and both must agree.
+    for width in 1..=8 {
+        let mut codec = LengthDelimitedCodec::new(width);
+        let frames = [
+            Bytes::from_static(b"first"),
+            Bytes::new(),
+            Bytes::from(vec![0x5a; 40]),
+            Bytes::from_static(b"z"),
+        ];
+        let wire = encode_all(&mut codec, &frames);
+        for cut in 0..=wire.len() {
+            let mut buffer = BytesMut::from(&wire[..cut]);
+            let mut decoded = Vec::new();
+            while let Some(frame) = codec.decode(&mut buffer).unwrap() {
+                decoded.push(frame);
+            }
+            buffer.extend_from_slice(&wire[cut..]);
+            while let Some(frame) = codec.decode_eof(&mut buffer).unwrap() {
+                decoded.push(frame);
+            }
+            assert_eq!(decoded, frames, "width {width}, cut at {cut}");
+            assert!(buffer.is_empty(), "width {width}, cut at {cut}");
+        }
+    }
+}
+
+#[test]
+fn declared_length_above_max_is_rejected_with_every_width() {
+    for width in 1..=8 {
+        let mut codec = LengthDelimitedCodec::new(width).max_frame_length(100);
+        let mut wire = BytesMut::new();
+        wire.put_uint(101, width);
+        wire.extend_from_slice(&[0; 101]);
+        let error = codec.decode(&mut wire).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::InvalidData, "width {width}");
+
+        let mut codec = LengthDelimitedCodec::new(width).max_frame_length(100);
+        let mut wire = BytesMut::new();
+        wire.put_uint(100, width);
+        wire.extend_from_slice(&[0; 100]);
+        assert_eq!(codec.decode(&mut wire).unwrap().unwrap().len(), 100);
+    }
+}
+
+#[test]
 fn zero_length_frames_decode_as_empty_payloads() {
     let mut codec = LengthDelimitedCodec::new(2);
     let mut wire = BytesMut::from(&b"\x00\x00\x00\x00\x00\x01z\x00\x00"[..]);

@@ -261,29 +261,76 @@ impl LengthDelimitedCodec {
         }
     }
 
-    /// Reads the length field at the front of `src`, if it has arrived,
-    /// checks it against the maximum and removes it from the buffer.
-    fn decode_head(&self, src: &mut BytesMut) -> io::Result<Option<usize>> {
-        if src.len() < self.length_field_length {
+    /// Reads the length field at the front of `src`, if it has arrived, and
+    /// checks it against the maximum; leaves the buffer as it is.
+    #[inline]
+    fn peek_head(&self, src: &BytesMut) -> io::Result<Option<usize>> {
+        let Some(field) = src.get(..self.length_field_length) else {
             return Ok(None);
-        }
-        let declared = (&src[..self.length_field_length]).get_uint(self.length_field_length);
-        // Compared as u64 so that a declared length that does not fit a
-        // `usize` (on 32-bit targets) is rejected rather than wrapped.
-        let length = match usize::try_from(declared) {
-            Ok(length) if length <= self.max_frame_length => length,
+        };
+        // The common widths read the field in one load; `get_uint` loops
+        // over the bytes.
+        let declared = match *field {
+            [a, b] => u64::from(u16::from_be_bytes([a, b])),
+            [a, b, c, d] => u64::from(u32::from_be_bytes([a, b, c, d])),
             _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "frame of {declared} bytes exceeds the maximum of {}",
-                        self.max_frame_length
-                    ),
-                ));
+                let mut field = field;
+                field.get_uint(self.length_field_length)
             }
         };
-        src.advance(self.length_field_length);
-        Ok(Some(length))
+        // Compared as u64 so that a declared length that does not fit a
+        // `usize` (on 32-bit targets) is rejected rather than wrapped.
+        match usize::try_from(declared) {
+            Ok(length) if length <= self.max_frame_length => Ok(Some(length)),
+            _ => Err(self.too_long(declared)),
+        }
+    }
+
+    /// Decodes what `decode`'s inline path leaves: other widths, a frame
+    /// not wholly buffered, a length above the maximum.
+    #[inline(never)]
+    fn decode_rest(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
+        let length = match self.state {
+            DecodeState::Head => {
+                let Some(length) = self.peek_head(src)? else {
+                    return Ok(None);
+                };
+                let head = self.length_field_length;
+                if let Some(whole) = head.checked_add(length).filter(|&n| n <= src.len()) {
+                    // The whole frame has arrived (the common case: a read
+                    // brings in many). One split takes head and payload off
+                    // the buffer; dropping the head from the frozen frame
+                    // is a pointer bump, where advancing the shared
+                    // `BytesMut` first would cost a second split's work.
+                    let mut frame = src.split_to(whole).freeze();
+                    frame.advance(head);
+                    return Ok(Some(frame));
+                }
+                // Only part of the payload is here: drop the head now and
+                // remember the length, so that it is not parsed again each
+                // time more bytes arrive.
+                src.advance(head);
+                self.state = DecodeState::Data(length);
+                length
+            }
+            DecodeState::Data(length) => length,
+        };
+        if src.len() < length {
+            return Ok(None);
+        }
+        self.state = DecodeState::Head;
+        Ok(Some(src.split_to(length).freeze()))
+    }
+
+    #[cold]
+    fn too_long(&self, declared: u64) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "frame of {declared} bytes exceeds the maximum of {}",
+                self.max_frame_length
+            ),
+        )
     }
 }
 
@@ -314,22 +361,32 @@ impl Decoder for LengthDelimitedCodec {
     type Item = Bytes;
     type Error = io::Error;
 
+    // The common case inline (a `FramedRead` is generic, so it is compiled
+    // in the crate that uses it, and this can be inlined there): a 2- or
+    // 4-byte length field and the whole frame buffered. Everything else,
+    // errors included, is `decode_rest`.
+    #[inline]
     fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {
-        let length = match self.state {
-            DecodeState::Head => match self.decode_head(src)? {
-                Some(length) => {
-                    self.state = DecodeState::Data(length);
-                    length
+        if self.state == DecodeState::Head {
+            let head = self.length_field_length;
+            let length = match (head, src.get(..head)) {
+                (2, Some(&[a, b])) => usize::from(u16::from_be_bytes([a, b])),
+                // (A length that does not fit a `usize` becomes one the
+                // checks below send on to `decode_rest`, which rejects it.)
+                (4, Some(&[a, b, c, d])) => {
+                    usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX)
                 }
-                None => return Ok(None),
-            },
-            DecodeState::Data(length) => length,
-        };
-        if src.len() < length {
-            return Ok(None);
+                _ => return self.decode_rest(src),
+            };
+            // `src` holds the head, so the subtraction cannot wrap (where
+            // `head + length` could, on a 32-bit target).
+            if length <= self.max_frame_length && length <= src.len() - head {
+                let mut frame = src.split_to(head + length).freeze();
+                frame.advance(head);
+                return Ok(Some(frame));
+            }
         }
-        self.state = DecodeState::Head;
-        Ok(Some(src.split_to(length).freeze()))
+        self.decode_rest(src)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> io::Result<Option<Bytes>> {

@@ -367,6 +367,35 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        // The common case first, kept small: a read brought in many frames
+        // and the next one is already buffered.
+        if this.state == State::Reading && !this.buffer.is_empty() {
+            return match this.decoder.decode(&mut this.buffer) {
+                Ok(Some(item)) => Poll::Ready(Some(Ok(item))),
+                Ok(None) => this.poll_more(cx, true),
+                Err(error) => this.fail(error),
+            };
+        }
+        this.poll_more(cx, false)
+    }
+}
+
+impl<R, D> FramedRead<R, D>
+where
+    R: AsyncRead + Unpin,
+    D: Decoder + Unpin,
+{
+    /// Everything but a frame already buffered: reading, end of input, the
+    /// end of the stream. Out of line, so that the common case in
+    /// `poll_next` stays small. `decoded`: `poll_next` has just tried to
+    /// decode what is buffered, so the first pass reads before decoding.
+    #[inline(never)]
+    fn poll_more(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut decoded: bool,
+    ) -> Poll<Option<Result<D::Item, D::Error>>> {
+        let this = self;
         let mut reads = 0;
         loop {
             match this.state {
@@ -387,7 +416,7 @@ where
 
             // Decode what is buffered before reading again, so one read
             // system call serves every frame it brought in.
-            if !this.buffer.is_empty() {
+            if !std::mem::take(&mut decoded) && !this.buffer.is_empty() {
                 match this.decoder.decode(&mut this.buffer) {
                     Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
                     Ok(None) => {}

@@ -116,6 +116,7 @@ where
     Ch: futures::Sink<IncomingPacket<R::Item>> + Unpin,
 {
     let mut read = 0;
+    let mut reader = reader.turn();
     let ended = loop {
         if read == READS_PER_TURN || *budget == 0 {
             // Back of the queue: the channel's other streams go first.
