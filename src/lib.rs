@@ -24,13 +24,14 @@
 //! # Quick start
 //!
 //! An echo server on smol, with the fastest consumer channel
-//! ([`batch::channel`]: one lock and one wake-up per batch of packets) and
+//! ([`batch::channel`]: one lock and one wake-up per batch of packets, taken
+//! whole with [`next_batch`](batch::BatchReceiver::next_batch)) and
 //! the time limits that a public server needs (a [`Clock`]: idle clients are
 //! closed after 5 minutes, clients that stop reading after 30 seconds).
 //!
 //! ```
 //! use std::time::Duration;
-//! use futures::{AsyncReadExt, AsyncWriteExt, SinkExt, StreamExt};
+//! use futures::{AsyncReadExt, AsyncWriteExt, SinkExt};
 //! use stream_multiplexer::runtime::smol::{clock, incoming};
 //! use stream_multiplexer::{
 //!     ControlMessage, HalvesStream, IncomingPacket, MultiplexerBuilder, OutgoingMessage,
@@ -52,15 +53,21 @@
 //!     let (control, control_rx) = futures::channel::mpsc::unbounded();
 //!     let server = smol::spawn(multiplexer.run(halves, control_rx));
 //!
-//!     // The application: every frame goes back to its sender.
+//!     // The application: every frame goes back to its sender. It takes
+//!     // whatever has arrived in one call, and hands the replies over
+//!     // together with one flush (`send` would flush after each).
 //!     smol::spawn(async move {
-//!         while let Some(packet) = packets.next().await {
-//!             if let IncomingPacket::Message(message) = packet
-//!                 && let Ok(frame) = message.value
-//!             {
-//!                 let echo = OutgoingMessage::new([message.stream_id], [frame]);
-//!                 let _ = replies.send(OutgoingPacket::Message(echo)).await;
+//!         let mut batch = Vec::new();
+//!         while packets.next_batch(&mut batch).await > 0 {
+//!             for packet in batch.drain(..) {
+//!                 if let IncomingPacket::Message(message) = packet
+//!                     && let Ok(frame) = message.value
+//!                 {
+//!                     let echo = OutgoingMessage::new([message.stream_id], [frame]);
+//!                     let _ = replies.feed(OutgoingPacket::Message(echo)).await;
+//!                 }
 //!             }
+//!             let _ = replies.flush().await;
 //!         }
 //!     })
 //!     .detach();
