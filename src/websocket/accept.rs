@@ -17,6 +17,7 @@ use futures::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use futures::stream::{FusedStream, Stream, StreamExt};
 
 use super::halves::{WsRead, WsWrite, into_io, split};
+use super::read_burst::ReadBurst;
 use super::write_buffer::WriteBuffered;
 use crate::Clock;
 use crate::handshakes::{Bounds, Handshake, Handshakes};
@@ -27,8 +28,9 @@ const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 * 1024 * 1024;
 
 /// Default size of tungstenite's read buffer: it is allocated for the whole
 /// life of the connection, idle or not (tungstenite's own default is 128
-/// KiB), and it is also the most one read asks of the socket. 512 bytes
-/// take in a typical chat or game message, header and all, in one read.
+/// KiB). 512 bytes take in a typical chat or game message, header and all,
+/// in one read. The socket itself is read in larger bursts, through a
+/// buffer that exists only while data arrives.
 const DEFAULT_READ_BUFFER_SIZE: usize = 512;
 
 /// How a server accepts WebSocket connections: the message size limit and
@@ -132,11 +134,14 @@ impl Acceptor {
     /// to 512. Affects reading only.
     ///
     /// tungstenite allocates it when the connection opens and keeps it
-    /// while the connection lives, idle or not; it is also the most bytes
-    /// one read asks of the socket. A larger buffer reads large messages in
-    /// fewer system calls and costs that much memory per connection. (The
-    /// write side holds no buffer while idle: frames are gathered only
-    /// until the sink is flushed.)
+    /// while the connection lives, idle or not; it is the most bytes
+    /// tungstenite takes in at a time. The socket itself is read 8 KiB at a
+    /// time into a buffer that exists only while data arrives, and
+    /// tungstenite's reads are served from it, so a small buffer costs a
+    /// copy, not a system call, per piece; a buffer of 8 KiB or more is read
+    /// into directly. A larger buffer costs that much memory per connection.
+    /// (The write side holds no buffer while idle either: frames are
+    /// gathered only until the sink is flushed.)
     ///
     /// # Examples
     ///
@@ -404,7 +409,7 @@ async fn upgrade<C>(connection: C, config: WebSocketConfig) -> io::Result<(WsWri
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut connection = WriteBuffered::new(connection);
+    let mut connection = WriteBuffered::new(ReadBurst::new(connection));
     // The handshake borrows the connection, so that it is still here to
     // answer a request the handshake rejects (tungstenite answers only the
     // requests it accepts).

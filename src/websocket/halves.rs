@@ -16,10 +16,12 @@ use futures::sink::Sink;
 use futures::stream::{FusedStream, Stream};
 
 use super::message::WsMessage;
+use super::read_burst::ReadBurst;
 use super::write_buffer::WriteBuffered;
 
-/// The WebSocket over a connection whose writes are gathered.
-pub(super) type Socket<C> = WebSocketStream<WriteBuffered<C>>;
+/// The WebSocket over a connection whose writes are gathered and whose
+/// reads come in bursts.
+pub(super) type Socket<C> = WebSocketStream<WriteBuffered<ReadBurst<C>>>;
 
 /// The socket both halves use. Reading may write (a pong, a close reply)
 /// and closing reads (the peer's close reply), so neither half owns a

@@ -38,7 +38,10 @@
 //! [`read_buffer_size`](Acceptor::read_buffer_size) bytes (512 by
 //! default; tungstenite's own default is 128 KiB, which is what makes
 //! WebSocket servers costly per connection), and no write buffer: frames
-//! are gathered only until the sink is flushed. tungstenite keeps the
+//! are gathered only until the sink is flushed. A connection that is
+//! sending reads its socket 8 KiB at a time into a buffer of its own, from
+//! which tungstenite's small reads are served, and gives that buffer back
+//! once the socket has nothing more. tungstenite keeps the
 //! capacity its buffers grew to: after a client sent or was sent a large
 //! message, its connection holds about that much until it closes.
 //!
@@ -180,6 +183,7 @@
 mod accept;
 mod halves;
 mod message;
+mod read_burst;
 mod write_buffer;
 
 pub use accept::{Accept, Acceptor, accept};
