@@ -1,4 +1,4 @@
-//! The scenarios of SPEC §5, each run against a fresh server process per
+//! The scenarios, each run against a fresh server process per
 //! (peer, client count), with the same load generator for every peer.
 
 use std::collections::BTreeMap;

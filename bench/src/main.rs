@@ -1,7 +1,7 @@
 //! `bench all` runs every scenario against every server and prints the
 //! table; `bench server ...` is how the harness starts each server, `bench
 //! clients ...` how it starts a helper holding idle clients; `bench soak` is
-//! the long run of SPEC issue 5 (with the `ours` feature).
+//! the long run (with the `ours` feature).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,4 +1,4 @@
-//! The soak run of SPEC issue 5, outside CI: many clients connecting,
+//! The soak run, outside CI: many clients connecting,
 //! talking and leaving in every way for minutes against one in-process
 //! server, with the process's RSS sampled along the way. At the end the
 //! clients stop, every stream must be gone, the multiplexer's counters must
@@ -63,7 +63,7 @@ pub struct Config {
 }
 
 impl Default for Config {
-    /// The soak of SPEC issue 5: 1,000 clients for 10 minutes.
+    /// The full soak: 1,000 clients for 10 minutes.
     fn default() -> Self {
         Self {
             clients: 1_000,
