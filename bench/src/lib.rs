@@ -1,8 +1,8 @@
-//! Side-by-side benchmark of `stream_multiplexer` against its peers: a
-//! load generator used identically against every server, the
-//! servers themselves (each run as a child process of the harness), and the
-//! report (markdown table and SVG plots). With the `ours` feature, also the
-//! soak run (module `soak`).
+//! Side-by-side benchmark of `stream_multiplexer` against its peers: a load
+//! generator used identically against every server, the servers themselves
+//! (each run as a child process of the harness), and the report (markdown
+//! table and SVG plots). With the `ours` feature, also the soak run (module
+//! `soak`).
 
 pub mod control;
 pub mod harness;
