@@ -44,7 +44,9 @@ options of `all`:
                              on smol, `ours-tokio`: Disconnect on tokio, `ours-clock`: `ours`
                              with a clock and time limits, `ours-room`: `ours` broadcasting
                              to a room every client joins, `ours-mpsc`: `ours` with a
-                             futures mpsc for channel 0, `ours-shards/N`: N multiplexers on
+                             futures mpsc for channel 0, `ours-batches`: `ours` whose consumer
+                             takes a batch per wait (next_batch) and flushes its replies
+                             once per batch, `ours-shards/N`: N multiplexers on
                              N threads behind one port, a router and one consumer; all need
                              `--features ours`, on by default)
   --scenarios LIST           ingress,broadcast,echo,idle,storm (the default), and

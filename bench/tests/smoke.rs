@@ -70,17 +70,17 @@ fn the_tick_floor_counts_ticks() {
     assert!(stdout.contains("µs per tick"), "{stdout}");
 }
 
-/// A broadcast to a room, the plain futures mpsc for channel 0, and one
-/// and two shards behind a router each deliver exactly what was sent (with
+/// A broadcast to a room, the plain futures mpsc for channel 0, a consumer
+/// that takes a batch per wait, and one and two shards behind a router each deliver exactly what was sent (with
 /// a read chunk smaller than the default, so that option is exercised too).
 #[cfg(feature = "ours")]
 #[test]
-fn rooms_the_mpsc_channel_and_shards_deliver_exactly_what_was_sent() {
+fn rooms_the_consumer_channels_and_shards_deliver_exactly_what_was_sent() {
     let out = bench(&[
         "all",
         "--smoke",
         "--peers",
-        "ours-room/1,ours-mpsc/1,ours-shards/1,ours-shards/2",
+        "ours-room/1,ours-mpsc/1,ours-batches/1,ours-shards/1,ours-shards/2",
         "--scenarios",
         "ingress,broadcast,echo",
         "--read-chunk",

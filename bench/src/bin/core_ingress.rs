@@ -35,9 +35,9 @@
 //! `HalvesStream`'s read chunk size (the crate's default otherwise).
 //!
 //! `--batches` consumes `batch::channel` with `BatchReceiver::next_batch`
-//! (a `Vec` of packets per wait) instead of the `ours` server's
-//! `StreamExt::next` loop, doing the same per packet; the server itself
-//! still uses `next`.
+//! (a `Vec` of packets per wait: `bench::servers::ours::consume_batches`,
+//! the `ours-batches` server's consumer) instead of the `ours` server's
+//! `StreamExt::next` loop, doing the same per packet.
 
 #[cfg(feature = "ours")]
 fn main() {
@@ -48,14 +48,13 @@ fn main() {
 
     use bench::control::Counters;
     use bench::proto::{FRAME, INGRESS_PAYLOAD, frames};
-    use bench::servers::ours::{Audience, Incoming, Parts, consume, halves};
+    use bench::servers::ours::{Audience, ChannelZero, Incoming, Parts, halves};
     use bench::servers::{ConsumerChannel, ServerOpts};
     use futures::channel::mpsc;
     use futures::executor::LocalPool;
     use futures::io::{AsyncRead, AsyncWrite};
     use futures::task::LocalSpawnExt;
     use futures::{Sink, Stream, stream};
-    use stream_multiplexer::IncomingPacket;
     use stream_multiplexer::batch::BatchReceiver;
     use stream_multiplexer::{ControlMessage, IntoHalves, batch};
 
@@ -125,13 +124,12 @@ fn main() {
     let mut positional = Vec::new();
     let mut opts = ServerOpts::default();
     let mut burst = 7_000;
-    let mut batches = false;
     let mut block_every = 0;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--mpsc" => opts.consumer = ConsumerChannel::Mpsc,
-            "--batches" => batches = true,
+            "--batches" => opts.consumer = ConsumerChannel::Batches,
             "--burst" => burst = args.next().and_then(|a| a.parse().ok()).expect("--burst BYTES"),
             "--block-every" => {
                 block_every = args
@@ -165,45 +163,9 @@ fn main() {
         }))
     });
 
-    /// `consume` of the `ours` server (no echo, a list of ids), taking a
-    /// batch of packets per wait.
-    async fn consume_batches(
-        mut channel0: BatchReceiver<Incoming>,
-        ids: std::sync::Arc<std::sync::Mutex<Vec<stream_multiplexer::StreamId>>>,
-        counters: std::sync::Arc<Counters>,
-    ) {
-        let (mut frames, mut conns) = (0u64, 0u64);
-        let mut packets = Vec::new();
-        while channel0.next_batch(&mut packets).await > 0 {
-            for packet in packets.drain(..) {
-                match packet {
-                    IncomingPacket::StreamConnected(id) => {
-                        ids.lock().expect("ids lock").push(id);
-                        conns += 1;
-                        counters.conns.store(conns, Relaxed);
-                    }
-                    IncomingPacket::Message(message) => {
-                        let Ok(_value) = message.value else { continue };
-                        frames += 1;
-                        counters.frames.store(frames, Relaxed);
-                    }
-                    IncomingPacket::StreamDisconnected(id, _) => {
-                        ids.lock().expect("ids lock").retain(|&x| x != id);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Channel 0's consumer: the `ours` server's, or [`consume_batches`].
-    enum Consumer<Rx> {
-        Next(Rx),
-        Batches(BatchReceiver<Incoming>),
-    }
-
     fn run<Ch, Rx>(
         opts: &ServerOpts,
-        (sink, receiver): (Ch, Consumer<Rx>),
+        (sink, channel0): (Ch, ChannelZero<Rx>),
         conns: impl Iterator<Item = io::Result<Conn>> + Unpin + 'static,
     ) -> u64
     where
@@ -222,24 +184,14 @@ fn main() {
                 let _ = run.await;
             })
             .expect("spawn");
-        match receiver {
-            Consumer::Next(receiver) => spawner
-                .spawn_local(consume(
-                    receiver,
-                    parts.outgoing,
-                    Audience::Ids(Default::default()),
-                    std::sync::Arc::clone(&counters),
-                    false,
-                ))
-                .expect("spawn"),
-            Consumer::Batches(receiver) => spawner
-                .spawn_local(consume_batches(
-                    receiver,
-                    Default::default(),
-                    std::sync::Arc::clone(&counters),
-                ))
-                .expect("spawn"),
-        }
+        spawner
+            .spawn_local(channel0.consume(
+                parts.outgoing,
+                Audience::Ids(Default::default()),
+                std::sync::Arc::clone(&counters),
+                false,
+            ))
+            .expect("spawn");
         pool.run_until_stalled();
         let frames = counters.frames.load(Relaxed);
         control
@@ -249,18 +201,18 @@ fn main() {
         frames
     }
 
-    let frames = match (opts.consumer, batches) {
-        (ConsumerChannel::Batch, false) => {
+    let frames = match opts.consumer {
+        ConsumerChannel::Batch => {
             let (sink, receiver) = batch::channel(opts.channel_capacity);
-            run(&opts, (sink, Consumer::Next(receiver)), conns)
+            run(&opts, (sink, ChannelZero::Next(receiver)), conns)
         }
-        (ConsumerChannel::Batch, true) => {
+        ConsumerChannel::Batches => {
             let (sink, receiver) = batch::channel(opts.channel_capacity);
-            run::<_, BatchReceiver<Incoming>>(&opts, (sink, Consumer::Batches(receiver)), conns)
+            run::<_, BatchReceiver<Incoming>>(&opts, (sink, ChannelZero::Batches(receiver)), conns)
         }
-        (ConsumerChannel::Mpsc, _) => {
+        ConsumerChannel::Mpsc => {
             let (sink, receiver) = mpsc::channel(opts.channel_capacity);
-            run(&opts, (sink, Consumer::Next(receiver)), conns)
+            run(&opts, (sink, ChannelZero::Next(receiver)), conns)
         }
     };
     assert_eq!(frames, (clients * per_client) as u64);

@@ -61,6 +61,10 @@ pub enum ConsumerChannel {
     /// A plain `futures::channel::mpsc` (bounded): an allocation and a
     /// wake-up per packet.
     Mpsc,
+    /// `batch::channel`, its consumer taking everything waiting at once
+    /// (`BatchReceiver::next_batch`) and flushing its replies once per
+    /// batch, as the crate's quick start does.
+    Batches,
 }
 
 /// How an `ours` server addresses a message to every client.
@@ -137,6 +141,7 @@ pub fn kinds() -> &'static [&'static str] {
             "ours-clock",
             "ours-room",
             "ours-mpsc",
+            "ours-batches",
             "ours-shards",
         ]
     } else {
@@ -172,6 +177,11 @@ pub fn run(kind: &str, opts: &ServerOpts) -> io::Result<()> {
         #[cfg(feature = "ours")]
         "ours-mpsc" => ours::on_smol::run(&ServerOpts {
             consumer: ConsumerChannel::Mpsc,
+            ..opts.clone()
+        }),
+        #[cfg(feature = "ours")]
+        "ours-batches" => ours::on_smol::run(&ServerOpts {
+            consumer: ConsumerChannel::Batches,
             ..opts.clone()
         }),
         #[cfg(feature = "ours")]

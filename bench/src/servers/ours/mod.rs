@@ -17,6 +17,9 @@
 //! join one room as they connect, so that a broadcast is one message to the
 //! room instead of one to a list of every id; `ours-mpsc` is `ours` with a
 //! plain `futures::channel::mpsc` for channel 0 instead of `batch::channel`;
+//! `ours-batches` is `ours` whose consumer takes everything waiting in one
+//! call (`BatchReceiver::next_batch`) and flushes its replies once per
+//! batch, as the crate's quick start does;
 //! `ours-shards` is one multiplexer per thread behind one port
 //! ([`shards`]), sending to the room through a `shard::Router`.
 //!
@@ -33,7 +36,7 @@ use futures::channel::mpsc;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use stream_multiplexer::{
     BacklogPolicy, Clock, IncomingPacket, Multiplexer, MultiplexerBuilder, OutgoingMessage,
-    OutgoingPacket, RoomName, StatsSnapshot, StreamId,
+    OutgoingPacket, RoomName, StatsSnapshot, StreamId, batch,
 };
 
 use super::{Policy, SendTo, ServerOpts};
@@ -257,9 +260,11 @@ pub fn smol_ticks() -> smol::Timer {
 /// room: each new client joins it before it is counted, so that once the
 /// harness sees every connection, a room send reaches them all), counts
 /// frames into `counters`, and echoes each one to its sender if `echo`.
+/// Takes one packet per wait (`StreamExt::next`), as the crate's seed
+/// example does.
 pub async fn consume<R, S>(
     mut channel0: R,
-    mut outgoing: S,
+    outgoing: S,
     audience: Audience,
     counters: Arc<Counters>,
     echo: bool,
@@ -267,36 +272,153 @@ pub async fn consume<R, S>(
     R: Stream<Item = Incoming> + Unpin,
     S: Sink<OutgoingPacket<Bytes>> + Unpin,
 {
-    let (mut frames, mut conns) = (0u64, 0u64);
+    let mut consumer = Consumer::new(audience, counters, echo);
+    let mut outgoing = outgoing;
     while let Some(packet) = channel0.next().await {
-        match packet {
-            IncomingPacket::StreamConnected(id) => {
-                match &audience {
-                    Audience::Ids(ids) => ids.lock().expect("ids lock").push(id),
-                    Audience::Room(room) => {
-                        let join = OutgoingPacket::Join(vec![id], Arc::clone(room));
-                        let _ = outgoing.send(join).await;
-                    }
-                }
-                conns += 1;
-                counters.conns.store(conns, Relaxed);
+        if let Some(reply) = consumer.take(packet) {
+            let _ = outgoing.send(reply).await;
+            consumer.sent();
+        }
+    }
+}
+
+/// [`consume`], taking everything waiting in one call
+/// (`BatchReceiver::next_batch`) and handing what it sends over with one
+/// flush per batch, as the crate's quick start does (`ours-batches`).
+pub async fn consume_batches<S>(
+    mut channel0: batch::BatchReceiver<Incoming>,
+    outgoing: S,
+    audience: Audience,
+    counters: Arc<Counters>,
+    echo: bool,
+) where
+    S: Sink<OutgoingPacket<Bytes>> + Unpin,
+{
+    let mut consumer = Consumer::new(audience, counters, echo);
+    let mut outgoing = outgoing;
+    let (mut packets, mut replies) = (Vec::new(), Vec::new());
+    while channel0.next_batch(&mut packets).await > 0 {
+        // The batch first, with nothing awaited inside the loop; then what
+        // it has to send.
+        for packet in packets.drain(..) {
+            if let Some(reply) = consumer.take(packet) {
+                replies.push(reply);
             }
+        }
+        if replies.is_empty() {
+            continue;
+        }
+        for reply in replies.drain(..) {
+            let _ = outgoing.feed(reply).await;
+        }
+        let _ = outgoing.flush().await;
+        consumer.sent();
+    }
+}
+
+/// Channel 0's receiving end, and which of the two consumers takes it.
+pub enum ChannelZero<R> {
+    /// Any stream, consumed one packet per wait ([`consume`]).
+    Next(R),
+    /// A `batch::channel` receiver, consumed a batch per wait
+    /// ([`consume_batches`]).
+    Batches(batch::BatchReceiver<Incoming>),
+}
+
+impl<R> ChannelZero<R>
+where
+    R: Stream<Item = Incoming> + Unpin,
+{
+    /// Runs the consumer that fits.
+    pub async fn consume<S>(
+        self,
+        outgoing: S,
+        audience: Audience,
+        counters: Arc<Counters>,
+        echo: bool,
+    ) where
+        S: Sink<OutgoingPacket<Bytes>> + Unpin,
+    {
+        match self {
+            ChannelZero::Next(channel0) => {
+                consume(channel0, outgoing, audience, counters, echo).await;
+            }
+            ChannelZero::Batches(channel0) => {
+                consume_batches(channel0, outgoing, audience, counters, echo).await;
+            }
+        }
+    }
+}
+
+/// What both consumers do with one packet.
+struct Consumer {
+    audience: Audience,
+    counters: Arc<Counters>,
+    echo: bool,
+    frames: u64,
+    conns: u64,
+    /// Clients whose join of the room was taken but not yet sent: counted
+    /// once it is, so that a broadcast the harness starts on seeing them
+    /// all reaches them all.
+    joining: u64,
+}
+
+impl Consumer {
+    fn new(audience: Audience, counters: Arc<Counters>, echo: bool) -> Self {
+        Self {
+            audience,
+            counters,
+            echo,
+            frames: 0,
+            conns: 0,
+            joining: 0,
+        }
+    }
+
+    /// What `take` returned has been sent: the clients who joined count.
+    fn sent(&mut self) {
+        if self.joining > 0 {
+            self.conns += std::mem::take(&mut self.joining);
+            self.counters.conns.store(self.conns, Relaxed);
+        }
+    }
+
+    /// Takes one packet; returns what it has to send, if anything (a join
+    /// of the room, an echo). Not `async`: a packet that only counts costs
+    /// no future. Inlined into both loops: it runs for every frame.
+    #[inline(always)]
+    fn take(&mut self, packet: Incoming) -> Option<OutgoingPacket<Bytes>> {
+        match packet {
+            IncomingPacket::StreamConnected(id) => match &self.audience {
+                Audience::Ids(ids) => {
+                    ids.lock().expect("ids lock").push(id);
+                    self.conns += 1;
+                    self.counters.conns.store(self.conns, Relaxed);
+                    None
+                }
+                Audience::Room(room) => {
+                    self.joining += 1;
+                    Some(OutgoingPacket::Join(vec![id], Arc::clone(room)))
+                }
+            },
             // A read error is delivered as an `Err` value before the
             // disconnect; like the peers, count only frames.
             IncomingPacket::Message(message) => {
-                let Ok(value) = message.value else { continue };
-                frames += 1;
-                counters.frames.store(frames, Relaxed);
-                if echo {
-                    let reply = OutgoingMessage::new([message.stream_id], [value]);
-                    let _ = outgoing.send(OutgoingPacket::Message(reply)).await;
-                }
+                let Ok(value) = message.value else {
+                    return None;
+                };
+                self.frames += 1;
+                self.counters.frames.store(self.frames, Relaxed);
+                self.echo.then(|| {
+                    OutgoingPacket::Message(OutgoingMessage::new([message.stream_id], [value]))
+                })
             }
             // A departed stream has left its rooms by itself.
             IncomingPacket::StreamDisconnected(id, _) => {
-                if let Audience::Ids(ids) = &audience {
+                if let Audience::Ids(ids) = &self.audience {
                     ids.lock().expect("ids lock").retain(|&x| x != id);
                 }
+                None
             }
         }
     }

@@ -1,4 +1,5 @@
-//! `ours`, `ours-wait`, `ours-clock`, `ours-room` and `ours-mpsc` on smol:
+//! `ours`, `ours-wait`, `ours-clock`, `ours-room`, `ours-mpsc` and
+//! `ours-batches` on smol:
 //! a listener from `runtime::smol::bind` (or `async-net`'s own `bind` when
 //! the harness asks for std's backlog of 128), connections from
 //! `runtime::smol::incoming`, everything on one `smol::Executor` driven by
@@ -16,7 +17,8 @@ use futures::{Sink, Stream, future};
 use stream_multiplexer::{Clock, batch, runtime};
 
 use super::{
-    Incoming, Parts, broadcast, consume, halves, limit_send_buffer, produce, smol_ticks, stats_line,
+    ChannelZero, Incoming, Parts, broadcast, halves, limit_send_buffer, produce, smol_ticks,
+    stats_line,
 };
 use crate::control::{self, Counters, Hooks};
 use crate::servers::{ConsumerChannel, ServerOpts};
@@ -26,13 +28,23 @@ pub fn run(opts: &ServerOpts) -> io::Result<()> {
     match opts.consumer {
         // The crate's batching channel: one lock and one wake-up per batch
         // of packets instead of an allocation and a wake-up per packet.
-        ConsumerChannel::Batch => serve(opts, batch::channel(opts.channel_capacity)),
-        ConsumerChannel::Mpsc => serve(opts, mpsc::channel(opts.channel_capacity)),
+        ConsumerChannel::Batch => {
+            let (sink, receiver) = batch::channel(opts.channel_capacity);
+            serve(opts, (sink, ChannelZero::Next(receiver)))
+        }
+        ConsumerChannel::Batches => {
+            let (sink, receiver) = batch::channel(opts.channel_capacity);
+            serve::<_, batch::BatchReceiver<Incoming>>(opts, (sink, ChannelZero::Batches(receiver)))
+        }
+        ConsumerChannel::Mpsc => {
+            let (sink, receiver) = mpsc::channel(opts.channel_capacity);
+            serve(opts, (sink, ChannelZero::Next(receiver)))
+        }
     }
 }
 
-/// Serves with channel 0 made of `sink` and `stream`.
-fn serve<Ch, Rx>(opts: &ServerOpts, (sink, stream): (Ch, Rx)) -> io::Result<()>
+/// Serves with channel 0 made of `sink` and `channel0`.
+fn serve<Ch, Rx>(opts: &ServerOpts, (sink, channel0): (Ch, ChannelZero<Rx>)) -> io::Result<()>
 where
     Ch: Sink<Incoming> + Unpin + Send + 'static,
     Rx: Stream<Item = Incoming> + Unpin + Send + 'static,
@@ -100,14 +112,8 @@ where
         }
     })
     .detach();
-    ex.spawn(consume(
-        stream,
-        parts.outgoing,
-        parts.audience,
-        counters,
-        opts.echo,
-    ))
-    .detach();
+    ex.spawn(channel0.consume(parts.outgoing, parts.audience, counters, opts.echo))
+        .detach();
 
     for _ in 1..opts.threads.max(1) {
         let ex = Arc::clone(&ex);
