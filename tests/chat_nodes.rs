@@ -25,22 +25,17 @@
 
 mod tcp;
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use tcp::client::Client;
 use tcp::framing::Framing;
+use tcp::redis_server::RedisServer;
 use tcp::{SAFETY_TIMEOUT, within_safety_timeout};
-
-/// Ports tried for a `redis-server` before giving up.
-const PORT_ATTEMPTS: usize = 50;
 
 #[test]
 fn a_room_spans_both_servers_and_lines_and_actions_cross_once_each_way() {
@@ -311,96 +306,4 @@ fn lines_of(output: impl Read + Send + 'static) -> std_mpsc::Receiver<String> {
 /// `--redis`, both builds behave the same.)
 fn chat_server() -> PathBuf {
     tcp::child::example_binary("chat_server")
-}
-
-/// A `redis-server` of this test's own, on a free port, persistence off;
-/// killed when dropped.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        for _ in 0..PORT_ATTEMPTS {
-            // Below the ephemeral range (from 32768 on Linux, 49152
-            // elsewhere), so that no client connection takes the port.
-            let port = 20_000
-                + u16::try_from(RandomState::new().hash_one(thread::current().id()) % 10_000)
-                    .expect("a port");
-            if TcpListener::bind(("127.0.0.1", port)).is_err() {
-                continue;
-            }
-            let mut server = Self { port, child: None };
-            // Another process may have taken the port in the meantime.
-            if server.launch().is_ok() {
-                return server;
-            }
-        }
-        panic!("no free port for redis-server");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server on its port; fails if it exits at once (the port
-    /// is taken).
-    fn launch(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
-        self.wait_until_ready()
-    }
-
-    /// Waits until the server answers `PING`. It is another process: there
-    /// is no event to wait on, so refused connections are retried after a
-    /// short pause, within the safety timeout.
-    fn wait_until_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + SAFETY_TIMEOUT;
-        loop {
-            if let Ok(reply) = self.ping()
-                && reply == b"+PONG\r\n"
-            {
-                return Ok(());
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(format!("redis-server exited: {status}"));
-            }
-            assert!(Instant::now() < deadline, "redis-server never answered");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn ping(&self) -> io::Result<Vec<u8>> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(SAFETY_TIMEOUT))?;
-        stream.write_all(b"*1\r\n$4\r\nPING\r\n")?;
-        let mut line = Vec::new();
-        BufReader::new(stream).read_until(b'\n', &mut line)?;
-        Ok(line)
-    }
-
-    /// Kills the server (as a crash would: no goodbye to its clients).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }

@@ -5,20 +5,19 @@
 //!
 //! Nothing sleeps to synchronise: every wait is on an event (a frame read
 //! by a client, a backplane event, an id announced by a multiplexer), with
-//! [`SAFETY_TIMEOUT`] as a safety net only. The one retry loop waits for
-//! `redis-server`, an outside process, to accept connections.
+//! [`SAFETY_TIMEOUT`] as a safety net only; `redis-server` is ready when it
+//! says so on its output (`tcp::redis_server`).
 //!
 //! Needs `redis-server` on the `PATH`.
 
 #![cfg(all(feature = "redis", feature = "smol"))]
 
-use std::collections::hash_map::RandomState;
+mod tcp;
+
 use std::future::Future;
-use std::hash::BuildHasher;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read};
+use std::net::{SocketAddr, TcpStream};
 use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -38,6 +37,8 @@ use stream_multiplexer::{
 
 /// A safety net, never a synchronisation: every wait ends on an event long
 /// before this.
+use tcp::redis_server::RedisServer;
+
 const SAFETY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The backplanes' clock period: the unit of their backoff and timeouts.
@@ -45,9 +46,6 @@ const TICK: Duration = Duration::from_millis(20);
 
 /// Every room's channel starts with this.
 const PREFIX: &str = "test:room:";
-
-/// Ports tried for a `redis-server` before giving up.
-const PORT_ATTEMPTS: usize = 50;
 
 // ---------------------------------------------------------------- scenarios
 
@@ -458,131 +456,6 @@ fn within_safety_timeout(scenario: impl FnOnce() + Send + 'static) {
             }
         }
         Err(std_mpsc::RecvTimeoutError::Timeout) => panic!("the scenario hung"),
-    }
-}
-
-/// A `redis-server` of this test's own, on a free port, persistence off;
-/// killed when dropped.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        for _ in 0..PORT_ATTEMPTS {
-            // Below the ephemeral range (from 32768 on Linux, 49152
-            // elsewhere), so that no client connection of a test takes the
-            // port, even while the server is down for a restart.
-            let port = 20_000
-                + u16::try_from(RandomState::new().hash_one(thread::current().id()) % 10_000)
-                    .expect("a port");
-            if TcpListener::bind(("127.0.0.1", port)).is_err() {
-                continue;
-            }
-            let mut server = Self { port, child: None };
-            // Another process may have taken the port in the meantime.
-            if server.launch().is_ok() {
-                return server;
-            }
-        }
-        panic!("no free port for redis-server");
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server on its port; fails if it exits at once (the port
-    /// is taken).
-    fn launch(&mut self) -> Result<(), String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
-        self.wait_until_ready()
-    }
-
-    /// Waits until the server answers `PING`. It is another process: there
-    /// is no event to wait on, so refused connections are retried after a
-    /// short pause, within the safety timeout.
-    fn wait_until_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + SAFETY_TIMEOUT;
-        loop {
-            if let Ok(reply) = self.command(&[b"PING"])
-                && reply == b"+PONG"
-            {
-                return Ok(());
-            }
-            if let Some(child) = &mut self.child
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                self.child = None;
-                return Err(format!("redis-server exited: {status}"));
-            }
-            assert!(Instant::now() < deadline, "redis-server never answered");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Kills the server (as a crash would: no goodbye to its clients).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts it again on the same port, empty.
-    fn restart(&mut self) {
-        self.kill();
-        if let Err(error) = self.launch() {
-            panic!("restarting on port {}: {error}", self.port);
-        }
-    }
-
-    /// Publishes `payload` on `channel` as any client would; returns how
-    /// many subscribers Redis gave it to.
-    fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
-        let reply = self
-            .command(&[b"PUBLISH", channel.as_bytes(), payload])
-            .expect("redis answers");
-        std::str::from_utf8(&reply)
-            .ok()
-            .and_then(|reply| reply.strip_prefix(':'))
-            .and_then(|count| count.parse().ok())
-            .unwrap_or_else(|| panic!("not a count: {reply:?}"))
-    }
-
-    /// Sends one command on a connection of its own; returns the first
-    /// line of the reply, without its CRLF.
-    fn command(&self, arguments: &[&[u8]]) -> io::Result<Vec<u8>> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port))?;
-        stream.set_read_timeout(Some(SAFETY_TIMEOUT))?;
-        let mut wire = format!("*{}\r\n", arguments.len()).into_bytes();
-        for argument in arguments {
-            wire.extend_from_slice(format!("${}\r\n", argument.len()).as_bytes());
-            wire.extend_from_slice(argument);
-            wire.extend_from_slice(b"\r\n");
-        }
-        stream.write_all(&wire)?;
-        let mut line = Vec::new();
-        BufReader::new(stream).read_until(b'\n', &mut line)?;
-        if line.ends_with(b"\r\n") {
-            line.truncate(line.len() - 2);
-        }
-        Ok(line)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 

@@ -15,6 +15,8 @@
 //!   instead of blocking CI.
 //! - `open_files` (Linux): this process's limit on open file descriptors,
 //!   raised for tests that hold thousands of sockets.
+//! - `redis_server`: [`RedisServer`](redis_server::RedisServer), a
+//!   `redis-server` of a test's own (`redis.rs`, `chat_nodes.rs`).
 //!
 //! Nothing sleeps: every wait is on an event (a packet on a channel, a
 //! client's read, a line from the child), with [`SAFETY_TIMEOUT`] as a
@@ -27,6 +29,7 @@ pub mod client;
 pub mod framing;
 #[cfg(target_os = "linux")]
 pub mod open_files;
+pub mod redis_server;
 pub mod runtime;
 pub mod server;
 
