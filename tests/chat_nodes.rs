@@ -10,8 +10,8 @@
 //! its subscription to a room: only from then on does what the other
 //! servers say there reach it (pub/sub stores nothing). Read timeouts
 //! (`tcp::SAFETY_TIMEOUT`) only keep a broken server from hanging a test.
-//! The one retry loop waits for `redis-server`, an outside process, to
-//! accept connections.
+//! `redis-server` is ready when it says so on its output
+//! (`tcp::redis_server`).
 //!
 //! "Once" rests on an order: Redis hands a subscriber the messages of every
 //! channel in the order it took them, so a duplicate (or a server's own
