@@ -556,14 +556,7 @@ fn invalid_utf8_gets_close_1007() {
             ("a close reason", frame(FIN, CLOSE, &close_with_bad_reason)),
         ];
         for (what, wire) in attacks {
-            let mut evil = RawClient::connect(server.address);
-            let id = server.connected().await;
-            evil.write(&wire);
-            let error = server.message_from(id).await.unwrap_err();
-            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
-            assert_eq!(server.disconnected(id).await, DisconnectReason::Linkdead);
-            assert_eq!(evil.close_code(), CLOSE_INVALID_DATA, "{what}");
-            evil.expect_end();
+            refused_with(&mut server, &wire, CLOSE_INVALID_DATA, what).await;
             round_trip(&mut server, &mut good, good_id, "after an attacker").await;
         }
 
@@ -609,14 +602,7 @@ fn protocol_violations_such_as_an_unmasked_frame_get_close_1002() {
             ("a close payload of one byte", frame(FIN, CLOSE, &[0x03])),
         ];
         for (what, wire) in attacks {
-            let mut evil = RawClient::connect(server.address);
-            let id = server.connected().await;
-            evil.write(&wire);
-            let error = server.message_from(id).await.unwrap_err();
-            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
-            assert_eq!(server.disconnected(id).await, DisconnectReason::Linkdead);
-            assert_eq!(evil.close_code(), CLOSE_PROTOCOL_ERROR, "{what}");
-            evil.expect_end();
+            refused_with(&mut server, &wire, CLOSE_PROTOCOL_ERROR, what).await;
             round_trip(&mut server, &mut good, good_id, "after an attacker").await;
         }
 
@@ -1234,6 +1220,20 @@ async fn connect_seen(server: &mut Server) -> (Client, StreamId) {
     let client = connect(server.address).await;
     let id = server.connected().await;
     (client, id)
+}
+
+/// A raw client sends `wire` and is refused: the server's reader yields an
+/// `InvalidData` error, then the stream leaves as `Linkdead`, and the
+/// client gets a close frame with `code`, then the end of the connection.
+async fn refused_with(server: &mut Server, wire: &[u8], code: u16, what: &str) {
+    let mut evil = RawClient::connect(server.address);
+    let id = server.connected().await;
+    evil.write(wire);
+    let error = server.message_from(id).await.unwrap_err();
+    assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{what}: {error}");
+    assert_eq!(server.disconnected(id).await, DisconnectReason::Linkdead);
+    assert_eq!(evil.close_code(), code, "{what}");
+    evil.expect_end();
 }
 
 /// Sends a message and waits until the server delivered it, to show that
